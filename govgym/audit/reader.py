@@ -1,0 +1,117 @@
+"""Read an audit log back, verify its hash chain, and summarise it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from govgym.audit.recorder import GENESIS
+
+__all__ = ["AuditLog", "read", "summarize"]
+
+_TAIL = re.compile(r',"hash":"([0-9a-f]{64})"}$')
+
+
+@dataclass
+class AuditLog:
+    """A read audit log.
+
+    ``ok`` is True when every complete record chains to the one before it.
+    ``first_broken`` is the 1-based line of the first record that does not (``None``
+    when the chain holds) and ``problem`` says why. ``torn`` lists lines that were cut
+    off by a crash mid-write: reported, but not a broken chain, as long as the chain
+    resumes unbroken after them (a torn last line is the usual case).
+    """
+
+    path: Path
+    records: list[dict[str, Any]] = field(default_factory=list)
+    ok: bool = True
+    first_broken: int | None = None
+    problem: str | None = None
+    torn: list[int] = field(default_factory=list)
+
+    @property
+    def torn_tail(self) -> bool:
+        return bool(self.torn) and self.torn[-1] == self._line_count
+
+    _line_count: int = 0
+
+
+def _break(log: AuditLog, line: int, problem: str) -> AuditLog:
+    log.ok = False
+    log.first_broken = line
+    log.problem = problem
+    return log
+
+
+def read(path: str | os.PathLike[str]) -> AuditLog:
+    """Read ``path``, verifying each record's hash and its link to the one before.
+
+    Reading stops at the first broken record; the records before it are returned.
+    """
+    log = AuditLog(Path(path))
+    prev = GENESIS
+    expected_seq: int | None = None
+    with log.path.open("r", encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    log._line_count = len(lines)
+    for number, line in enumerate(lines, start=1):
+        if not line:
+            continue
+        match = _TAIL.search(line)
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if record is None or match is None:
+            log.torn.append(number)
+            continue
+        body = line[: match.start()]
+        own = hashlib.sha256(body.encode()).hexdigest()
+        if own != match.group(1) or record.get("hash") != own:
+            return _break(log, number, "record content does not match its hash")
+        if record.get("prev") != prev:
+            return _break(log, number, "record does not chain to the record before it "
+                                       "(a record was removed, reordered or inserted)")
+        seq = record.get("seq")
+        if expected_seq is not None and seq != expected_seq:
+            return _break(log, number, f"sequence number {seq}, expected {expected_seq}")
+        expected_seq = int(seq) + 1
+        prev = own
+        log.records.append(record)
+    return log
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts by verdict, rule and severity, with rates per 1,000 decisions."""
+    steps = len(records)
+    by_verdict = Counter(r["verdict"] for r in records)
+    by_rule: Counter[str] = Counter()
+    by_severity: Counter[str] = Counter()
+    cost = 0.0
+    for r in records:
+        cost += float(r.get("cost", 0.0))
+        for v in r.get("violations", ()):
+            by_rule[v["rule"]] += 1
+            by_severity[v["severity"]] += 1
+
+    def per_1000(n: int) -> float:
+        return round(1000.0 * n / steps, 3) if steps else 0.0
+
+    return {
+        "decisions": steps,
+        "episodes": len({(r.get("run"), r.get("episode")) for r in records}),
+        "total_cost": cost,
+        "verdicts": dict(by_verdict),
+        "violations_by_rule": {k: {"count": n, "per_1000": per_1000(n)} for k, n in by_rule.most_common()},
+        "violations_by_severity": {k: {"count": n, "per_1000": per_1000(n)}
+                                   for k, n in by_severity.most_common()},
+    }

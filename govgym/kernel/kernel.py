@@ -1,0 +1,161 @@
+"""The kernel: evaluates one policy. Pure, fast, and ignorant of Gymnasium.
+
+>>> kernel = Kernel({"name": "demo", "rules": [{"kind": "forbidden_actions", "values": [1]}]})
+>>> ctx = kernel.new_context()
+>>> kernel.decide(Proposal(action=0), ctx).verdict
+<Verdict.ALLOW: 0>
+>>> decision = kernel.decide(Proposal(action=1), ctx)
+>>> decision.verdict, decision.cost, decision.violations[0].code
+(<Verdict.BLOCK: 3>, 1.0, 'forbidden_value')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from govgym.kernel.policy import Policy, load_policy
+from govgym.kernel.types import Decision, Outcome, Proposal, Severity, Verdict, Violation
+
+if TYPE_CHECKING:
+    from govgym.rules import Rule
+
+__all__ = ["Context", "Kernel"]
+
+_ALLOW_PRE = Decision(Verdict.ALLOW, stage="pre")
+_ALLOW_POST = Decision(Verdict.ALLOW, stage="post")
+_AFTER_THE_FACT = {Verdict.BLOCK: Verdict.WARN, Verdict.REPLACE: Verdict.WARN}
+
+
+@dataclass(slots=True)
+class Context:
+    """Per-episode state of every rule (budgets spent, rate windows), kept by the caller."""
+
+    episode: int = 0
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class Kernel:
+    """Judge proposals before a step (:meth:`decide`) and outcomes after it (:meth:`review`).
+
+    The verdict of a decision is the strictest verdict among its violations, where a
+    violation's verdict is its rule's own ``verdict`` if set, else the policy's verdict
+    for its severity. After a step the action has already run, so ``block`` and
+    ``replace`` found by :meth:`review` become ``warn``; ``terminate`` stays.
+
+    The kernel never raises on a proposal or outcome: a rule that raises, or returns
+    something that is not a valid :class:`Violation` (a NaN cost, say), yields a
+    critical ``rule_error`` violation naming the exception (fail closed).
+
+    ``check`` must not change rule state; only ``review`` does, so a proposal can be
+    judged many times (action masks, replacement search) without side effects.
+    """
+
+    def __init__(self, policy: Policy | Mapping[str, Any] | str | None = None,
+                 verdicts: Mapping[str, str] | None = None) -> None:
+        policy = load_policy(policy)
+        if verdicts:
+            policy = policy.with_verdicts(verdicts)
+        self.policy = policy
+        self.rules: list[Rule] = [config.build() for config in policy.rules]
+        self._pre = [r for r in self.rules if r.checks_proposals]
+        self._post = [r for r in self.rules if r.reviews_outcomes]
+        self._rule_verdicts = {c.name: c.verdict for c in policy.rules if c.verdict is not None}
+        self._verdicts = dict(policy.verdicts)
+
+    @property
+    def rule_names(self) -> list[str]:
+        return [r.name for r in self.rules]
+
+    def new_context(self, episode: int = 0) -> Context:
+        return Context(episode, {r.name: r.initial_state() for r in self.rules})
+
+    def verdict_of(self, violation: Violation) -> Verdict:
+        override = self._rule_verdicts.get(violation.rule)
+        return override if override is not None else self._verdicts[violation.severity]
+
+    def _judge(self, violations: list[Violation], stage: str) -> Decision:
+        verdict = max(self.verdict_of(v) for v in violations)
+        if stage == "post":
+            verdict = _AFTER_THE_FACT.get(verdict, verdict)
+        return Decision(verdict, tuple(violations), sum(v.cost for v in violations), stage)
+
+    def _call(self, rule: Rule, method: Callable[[Any, Any], Any], arg: Any,
+              state: Any) -> Sequence[Violation]:
+        try:
+            found = method(arg, state)
+            for v in found:
+                if not isinstance(v, Violation):
+                    raise TypeError(f"returned {type(v).__name__}, not a Violation")
+            return found
+        except Exception as exc:  # fail closed: a broken rule is a critical violation
+            return [Violation(rule.name, "rule_error", Severity.CRITICAL,
+                              f"{type(exc).__name__}: {exc}", max(rule.cost, 1.0))]
+
+    def decide(self, proposal: Proposal, ctx: Context) -> Decision:
+        """The verdict on a proposal before it reaches the world."""
+        if not self._pre:
+            return _ALLOW_PRE
+        violations: list[Violation] = []
+        for rule in self._pre:
+            violations.extend(self._call(rule, rule.check, proposal, ctx.state.get(rule.name)))
+        return self._judge(violations, "pre") if violations else _ALLOW_PRE
+
+    def review(self, outcome: Outcome, ctx: Context) -> Decision:
+        """The verdict on an outcome after the step; updates per-episode rule state."""
+        if not self._post:
+            return _ALLOW_POST
+        violations: list[Violation] = []
+        for rule in self._post:
+            violations.extend(self._call(rule, rule.review, outcome, ctx.state.get(rule.name)))
+        return self._judge(violations, "post") if violations else _ALLOW_POST
+
+    def decide_batch(self, proposals: Sequence[Proposal], ctx: Context) -> list[Decision]:
+        """Decide many agents' proposals of one step, in the order given."""
+        return [self.decide(p, ctx) for p in proposals]
+
+    def review_batch(self, outcomes: Sequence[Outcome], ctx: Context) -> list[Decision]:
+        return [self.review(o, ctx) for o in outcomes]
+
+    def action_mask(self, space: Any, propose: Callable[[Any], Proposal], ctx: Context) -> np.ndarray:
+        """Which actions of a ``Discrete`` or ``MultiDiscrete`` space may run as proposed.
+
+        ``Discrete``: every action is judged by :meth:`decide` (exact). ``MultiDiscrete``:
+        the per-dimension masks of rules that can give one and whose verdict stops the
+        action (a combination of dimensions is not enumerated). A mask that would
+        forbid every action (or every value of a dimension) is returned all-True: the
+        step-time verdict then handles the action, and a learner never sees an empty
+        choice.
+        """
+        nvec = getattr(space, "nvec", None)
+        if nvec is not None:
+            return self._multi_discrete_mask(space, np.asarray(nvec).reshape(-1), ctx)
+        n = int(space.n)
+        start = int(getattr(space, "start", 0))
+        mask = np.ones(n, dtype=bool)
+        if self._pre:
+            for i in range(n):
+                mask[i] = self.decide(propose(np.int64(start + i)), ctx).executes
+        return mask if mask.any() else np.ones(n, dtype=bool)
+
+    def _multi_discrete_mask(self, space: Any, nvec: np.ndarray, ctx: Context) -> np.ndarray:
+        mask = np.ones(int(nvec.sum()), dtype=bool)
+        for rule in self._pre:
+            stops = self._rule_verdicts.get(rule.name, self._verdicts[rule.severity]) > Verdict.WARN
+            if not stops:
+                continue
+            try:
+                part = rule.mask(space, ctx.state.get(rule.name))
+            except Exception:
+                part = None  # the step-time decision still judges the action
+            if part is not None:
+                mask &= np.asarray(part, dtype=bool)
+        offset = 0
+        for n in nvec:
+            if not mask[offset:offset + n].any():
+                mask[offset:offset + n] = True
+            offset += int(n)
+        return mask

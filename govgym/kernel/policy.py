@@ -1,0 +1,289 @@
+"""Governance policies: a named set of configured rules and the verdict each severity gets.
+
+A policy is a YAML file in ``policies/`` (shipped inside the wheel), a path, a dict, or
+a :class:`Policy` built in code. Every problem in a policy is reported at once, each
+with the file, the line, the rule and the field, and nothing of a bad policy is used.
+
+>>> policy = load_policy({
+...     "name": "demo",
+...     "rules": [{"kind": "forbidden_actions", "values": [1]}],
+... })
+>>> [rule.name for rule in policy.rules], policy.verdict_for("high")
+(['forbidden_actions'], <Verdict.BLOCK: 3>)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from govgym._paths import data_dir
+from govgym.kernel.types import Severity, Verdict
+
+if TYPE_CHECKING:  # the rule kinds (and pydantic) load on first use, not at import
+    from govgym.rules import Rule, RuleParams
+
+__all__ = [
+    "DEFAULT_VERDICTS",
+    "Policy",
+    "PolicyError",
+    "RuleConfig",
+    "available_policies",
+    "load_policy",
+]
+
+DEFAULT_VERDICTS: dict[Severity, Verdict] = {
+    Severity.LOW: Verdict.WARN,
+    Severity.MEDIUM: Verdict.WARN,
+    Severity.HIGH: Verdict.BLOCK,
+    Severity.CRITICAL: Verdict.TERMINATE,
+}
+
+_POLICY_KEYS = {"name", "description", "verdicts", "rules"}
+_COMMON_RULE_KEYS = {"kind", "name", "severity", "cost", "verdict", "description"}
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be used. ``problems`` lists every ``(where, message)``."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = [f"invalid policy {source}:"] + [f"  {where}: {msg}" for where, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """One validated rule entry of a policy."""
+
+    kind: str
+    name: str
+    severity: Severity
+    cost: float
+    params: RuleParams
+    verdict: Verdict | None = None
+    description: str = ""
+
+    def build(self) -> Rule:
+        from govgym.rules import RULE_KINDS
+
+        return RULE_KINDS[self.kind](self.name, self.params, self.severity, self.cost)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated policy. Build one with :func:`load_policy`."""
+
+    name: str
+    rules: tuple[RuleConfig, ...] = ()
+    verdicts: Mapping[Severity, Verdict] = field(default_factory=lambda: dict(DEFAULT_VERDICTS))
+    description: str = ""
+    source: str = "<code>"
+
+    def verdict_for(self, severity: str | Severity) -> Verdict:
+        return self.verdicts[Severity.parse(severity)]
+
+    def with_verdicts(self, overrides: Mapping[str | Severity, str | Verdict]) -> Policy:
+        """A copy whose severity -> verdict mapping is updated by ``overrides``."""
+        verdicts = dict(self.verdicts)
+        for severity, verdict in overrides.items():
+            verdicts[Severity.parse(severity)] = Verdict.parse(verdict)
+        return Policy(self.name, self.rules, verdicts, self.description, self.source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that :func:`load_policy` turns back into an equal policy."""
+        rules = []
+        for r in self.rules:
+            entry: dict[str, Any] = {"kind": r.kind, "name": r.name,
+                                     "severity": str(r.severity), "cost": r.cost}
+            if r.verdict is not None:
+                entry["verdict"] = str(r.verdict)
+            if r.description:
+                entry["description"] = r.description
+            entry.update(r.params.model_dump(exclude_defaults=True))
+            rules.append(entry)
+        return {
+            "name": self.name,
+            "description": self.description,
+            "verdicts": {str(s): str(v) for s, v in self.verdicts.items()},
+            "rules": rules,
+        }
+
+
+def available_policies() -> dict[str, Path]:
+    """Policy names shipped with govgym, mapped to their files."""
+    folder = data_dir("policies")
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def load_policy(spec: Policy | Mapping[str, Any] | str | PathLike[str] | None) -> Policy:
+    """Load a policy by name (from ``policies/``), from a YAML path, or from a dict.
+
+    ``None`` gives the empty policy (no rules: every proposal is allowed).
+    """
+    if spec is None:
+        return Policy(name="empty", source="<empty>")
+    if isinstance(spec, Policy):
+        return spec
+    if isinstance(spec, Mapping):
+        return _from_data(spec, "<dict>", None)
+    text = str(spec)
+    path = Path(text)
+    looks_like_path = path.suffix in {".yaml", ".yml"} or "/" in text or "\\" in text
+    if not looks_like_path:
+        known = available_policies()
+        if text not in known:
+            names = ", ".join(known) or "(none found)"
+            raise PolicyError(text, [("name", f"no policy named {text!r}; available: {names}")])
+        path = known[text]
+    if not path.is_file():
+        raise PolicyError(text, [("path", f"no such policy file: {text}")])
+    return _from_yaml(path.read_text(encoding="utf-8"), str(path))
+
+
+def _from_yaml(text: str, source: str) -> Policy:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "file"
+        raise PolicyError(source, [(where, f"not valid YAML: {exc}")]) from None
+    return _from_data(data, source, node)
+
+
+def _line(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest node along ``path`` in a composed YAML tree."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == str(key)), None)
+            if match is None:
+                match = next((k for k, _ in node.value if k.value == str(key)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            match = node.value[key]
+        else:
+            match = None
+        if match is None:
+            break
+        node = match
+        line = node.start_mark.line + 1
+    return line
+
+
+class _Problems:
+    def __init__(self, node: yaml.Node | None) -> None:
+        self.node = node
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, path: tuple[Any, ...], message: str, rule: str | None = None) -> None:
+        line = _line(self.node, path)
+        where = [f"line {line}"] if line is not None else []
+        if rule is not None:
+            where.append(f"rule {rule!r}")
+        if path:
+            where.append("field " + ".".join(str(p) for p in path))
+        self.items.append((", ".join(where) or "policy", message))
+
+
+def _from_data(data: Any, source: str, node: yaml.Node | None) -> Policy:
+    problems = _Problems(node)
+    if not isinstance(data, Mapping):
+        problems.add((), f"a policy is a mapping with keys {sorted(_POLICY_KEYS)}, got {type(data).__name__}")
+        raise PolicyError(source, problems.items)
+    for key in sorted(set(data) - _POLICY_KEYS, key=str):
+        problems.add((key,), f"unknown key; expected one of {sorted(_POLICY_KEYS)}")
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        problems.add(("name",), "a policy needs a non-empty string name")
+    verdicts = _parse_verdicts(data.get("verdicts") or {}, problems)
+    rules = _parse_rules(data.get("rules") or [], problems)
+    if problems.items:
+        raise PolicyError(source, problems.items)
+    return Policy(str(name), tuple(rules), verdicts, str(data.get("description") or ""), source)
+
+
+def _parse_verdicts(raw: Any, problems: _Problems) -> dict[Severity, Verdict]:
+    verdicts = dict(DEFAULT_VERDICTS)
+    if not isinstance(raw, Mapping):
+        problems.add(("verdicts",), "verdicts maps severities to verdicts, e.g. {high: block}")
+        return verdicts
+    for severity, verdict in raw.items():
+        try:
+            verdicts[Severity.parse(severity)] = Verdict.parse(verdict)
+        except ValueError as exc:
+            problems.add(("verdicts", severity), str(exc))
+    return verdicts
+
+
+def _parse_rules(raw: Any, problems: _Problems) -> list[RuleConfig]:
+    if not isinstance(raw, list):
+        problems.add(("rules",), "rules is a list of rule entries")
+        return []
+    rules: list[RuleConfig] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw):
+        rule = _parse_rule(i, entry, problems)
+        if rule is None:
+            continue
+        if rule.name in seen:
+            problems.add(("rules", i, "name"), f"duplicate rule name {rule.name!r}; give each rule a unique name",
+                         rule.name)
+        seen.add(rule.name)
+        rules.append(rule)
+    return rules
+
+
+def _parse_rule(i: int, entry: Any, problems: _Problems) -> RuleConfig | None:
+    from pydantic import ValidationError
+
+    from govgym.rules import RULE_KINDS
+
+    at = ("rules", i)
+    if not isinstance(entry, Mapping):
+        problems.add(at, "a rule entry is a mapping with at least a 'kind'")
+        return None
+    kind = entry.get("kind")
+    name = str(entry.get("name") or kind)
+    if kind not in RULE_KINDS:
+        problems.add((*at, "kind"), f"unknown rule kind {kind!r}; known kinds: {', '.join(sorted(RULE_KINDS))}",
+                     name)
+        return None
+    cls = RULE_KINDS[kind]
+    ok = True
+    try:
+        severity = Severity.parse(entry.get("severity", cls.default_severity))
+    except ValueError as exc:
+        problems.add((*at, "severity"), str(exc), name)
+        severity, ok = cls.default_severity, False
+    cost = entry.get("cost", 1.0)
+    if isinstance(cost, bool) or not isinstance(cost, int | float) or not math.isfinite(cost) or cost < 0:
+        problems.add((*at, "cost"), f"cost must be a finite number >= 0, got {cost!r}", name)
+        ok = False
+    verdict = None
+    if entry.get("verdict") is not None:
+        try:
+            verdict = Verdict.parse(entry["verdict"])
+        except ValueError as exc:
+            problems.add((*at, "verdict"), str(exc), name)
+            ok = False
+    params_raw = {k: v for k, v in entry.items() if k not in _COMMON_RULE_KEYS}
+    try:
+        params = cls.Params.model_validate(params_raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            problems.add((*at, *loc), err["msg"], name)
+        return None
+    if not ok:
+        return None
+    return RuleConfig(kind, name, severity, float(cost), params, verdict, str(entry.get("description") or ""))

@@ -1,0 +1,179 @@
+"""The data that flows through one governed step: proposals, violations, decisions.
+
+Nothing here imports Gymnasium: the kernel judges plain data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+__all__ = [
+    "EXECUTING_VERDICTS",
+    "Decision",
+    "Outcome",
+    "Proposal",
+    "Severity",
+    "Verdict",
+    "Violation",
+    "check_cost",
+]
+
+
+class Severity(IntEnum):
+    """How bad a violation is; the policy maps each severity to a verdict."""
+
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+    @classmethod
+    def parse(cls, value: str | int | Severity) -> Severity:
+        if isinstance(value, Severity):
+            return value
+        if isinstance(value, int):
+            return cls(value)
+        try:
+            return cls[str(value).upper()]
+        except KeyError:
+            names = ", ".join(s.name.lower() for s in cls)
+            raise ValueError(f"unknown severity {value!r}; expected one of {names}") from None
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class Verdict(IntEnum):
+    """The kernel's verdict, ordered from most to least permissive.
+
+    When several violations apply, the strictest verdict wins.
+    """
+
+    ALLOW = 0
+    WARN = 1
+    REPLACE = 2
+    BLOCK = 3
+    TERMINATE = 4
+
+    @classmethod
+    def parse(cls, value: str | int | Verdict) -> Verdict:
+        if isinstance(value, Verdict):
+            return value
+        if isinstance(value, int):
+            return cls(value)
+        try:
+            return cls[str(value).upper()]
+        except KeyError:
+            names = ", ".join(v.name.lower() for v in cls)
+            raise ValueError(f"unknown verdict {value!r}; expected one of {names}") from None
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+#: Verdicts under which the proposed action itself reaches the world.
+EXECUTING_VERDICTS = frozenset({Verdict.ALLOW, Verdict.WARN})
+
+
+def check_cost(value: Any, where: str) -> float:
+    """Return ``value`` as a float cost, or raise if it is NaN, infinite or negative."""
+    try:
+        cost = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: cost {value!r} is not a number") from None
+    if math.isnan(cost) or math.isinf(cost) or cost < 0.0:
+        raise ValueError(f"{where}: cost must be finite and >= 0, got {value!r}")
+    return cost
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken rule. ``cost`` is the constraint cost it adds (finite, >= 0)."""
+
+    rule: str
+    code: str
+    severity: Severity
+    message: str
+    cost: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cost", check_cost(self.cost, f"violation {self.rule}/{self.code}"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "code": self.code,
+            "severity": str(self.severity),
+            "message": self.message,
+            "cost": self.cost,
+        }
+
+
+@dataclass(slots=True)
+class Proposal:
+    """What an agent wants to do this step.
+
+    ``action`` is the raw action; ``meaning`` is what the world says it means (for
+    example ``{"sql": "SELECT ..."}``); ``observation`` is the last observation the
+    agent saw; ``agent`` names the agent in multi-agent settings.
+    """
+
+    action: Any
+    meaning: dict[str, Any] = field(default_factory=dict)
+    observation: Any = None
+    agent: str | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened after an action reached the world (or did not)."""
+
+    observation: Any
+    reward: float
+    terminated: bool
+    truncated: bool
+    info: dict[str, Any]
+    action: Any = None
+    executed: bool = True
+    meaning: dict[str, Any] = field(default_factory=dict)
+    agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The kernel's verdict on a proposal or an outcome, with its violations and cost."""
+
+    verdict: Verdict
+    violations: tuple[Violation, ...] = ()
+    cost: float = 0.0
+    stage: str = "pre"
+
+    @property
+    def executes(self) -> bool:
+        """True when the proposed action itself may reach the world."""
+        return self.verdict in EXECUTING_VERDICTS
+
+    @property
+    def clean(self) -> bool:
+        return not self.violations
+
+    def cost_by_rule(self) -> dict[str, float]:
+        costs: dict[str, float] = {}
+        for v in self.violations:
+            costs[v.rule] = costs.get(v.rule, 0.0) + v.cost
+        return costs
+
+    def merge(self, other: Decision) -> Decision:
+        """Combine a pre-step and a post-step decision: strictest verdict, summed cost."""
+        return Decision(
+            verdict=max(self.verdict, other.verdict),
+            violations=self.violations + other.violations,
+            cost=self.cost + other.cost,
+            stage=f"{self.stage}+{other.stage}",
+        )
+
+
+ALLOW = Decision(Verdict.ALLOW)

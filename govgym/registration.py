@@ -1,0 +1,151 @@
+"""Env specs: YAML files in ``envs/`` that bind a world, a policy, intervention and
+shaping into one registered id, plus :func:`make` to govern any Gymnasium id.
+
+An env spec file::
+
+    id: Governed-CartPole-v1
+    description: CartPole inside a stricter position and angle envelope.
+    world: CartPole-v1                 # a Gymnasium id, or "package.module:Class"
+    world_kwargs: {}
+    policy: cartpole-envelope          # a name in policies/, or an inline mapping
+    intervention: {high: warn}         # optional: severity -> verdict overrides
+    shaping: {max_penalty: 1.0}        # optional: see govgym.shaping.Shaping
+    safe_action: null                  # optional: substitute for the replace verdict
+    cost_limit: 25                     # optional: reported in info for CMDP learners
+    max_episode_steps: 500             # optional: defaults to the world's own
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import yaml
+
+from govgym._paths import data_dir
+from govgym.wrappers.governed import GovernedEnv
+
+__all__ = ["ENV_SPECS", "EnvSpecError", "EnvSpecFile", "load_env_specs", "make", "make_governed",
+           "register_env_specs"]
+
+_SPEC_KEYS = {"id", "description", "world", "world_kwargs", "policy", "intervention", "shaping",
+              "safe_action", "cost_limit", "max_episode_steps"}
+_WRAPPER_KEYS = {"intervention", "shaping", "safe_action", "cost_limit", "audit_path", "run_id",
+                 "flush_every"}
+
+
+class EnvSpecError(ValueError):
+    """An env spec file that cannot be registered; names the file and the field."""
+
+
+@dataclass(frozen=True)
+class EnvSpecFile:
+    id: str
+    world: str
+    policy: Any
+    source: str
+    description: str = ""
+    world_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    intervention: Mapping[str, str] | None = None
+    shaping: Mapping[str, Any] | None = None
+    safe_action: Any = None
+    cost_limit: float | None = None
+    max_episode_steps: int | None = None
+
+    def make_kwargs(self) -> dict[str, Any]:
+        return {
+            "world": self.world, "world_kwargs": dict(self.world_kwargs), "policy": self.policy,
+            "intervention": self.intervention, "shaping": self.shaping,
+            "safe_action": self.safe_action, "cost_limit": self.cost_limit,
+        }
+
+
+def _parse_spec(path: Path) -> EnvSpecFile:
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        raise EnvSpecError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise EnvSpecError(f"{path}: an env spec is a mapping")
+    unknown = set(data) - _SPEC_KEYS
+    if unknown:
+        raise EnvSpecError(f"{path}: unknown field(s) {sorted(unknown)}; expected {sorted(_SPEC_KEYS)}")
+    for required in ("id", "world", "policy"):
+        if not data.get(required):
+            raise EnvSpecError(f"{path}: field {required!r} is required")
+    return EnvSpecFile(
+        id=str(data["id"]), world=str(data["world"]), policy=data["policy"], source=path.name,
+        description=str(data.get("description") or "").strip(),
+        world_kwargs=dict(data.get("world_kwargs") or {}), intervention=data.get("intervention"),
+        shaping=data.get("shaping"), safe_action=data.get("safe_action"),
+        cost_limit=data.get("cost_limit"), max_episode_steps=data.get("max_episode_steps"),
+    )
+
+
+def load_env_specs(folder: Path | None = None) -> dict[str, EnvSpecFile]:
+    """Every env spec in ``folder`` (default: the shipped ``envs/``), by id."""
+    specs: dict[str, EnvSpecFile] = {}
+    for path in sorted((folder or data_dir("envs")).glob("*.yaml")):
+        spec = _parse_spec(path)
+        if spec.id in specs:
+            raise EnvSpecError(f"{path}: id {spec.id!r} is already defined in {specs[spec.id].source}")
+        specs[spec.id] = spec
+    return specs
+
+
+ENV_SPECS: dict[str, EnvSpecFile] = {}
+
+
+def _make_world(world: str, world_kwargs: Mapping[str, Any], render_mode: str | None) -> gym.Env:
+    kwargs = dict(world_kwargs)
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    if ":" in world and world.split(":", 1)[0] not in gym.registry and "." in world.split(":", 1)[0]:
+        creator = gym.envs.registration.load_env_creator(world)
+        return creator(**kwargs)
+    return gym.make(world, disable_env_checker=True, **kwargs)
+
+
+def make_governed(world: str, policy: Any, world_kwargs: Mapping[str, Any] | None = None,
+                  render_mode: str | None = None, **wrapper_kwargs: Any) -> GovernedEnv:
+    """Entry point of every registered govgym id: build the world, then govern it."""
+    unknown = set(wrapper_kwargs) - _WRAPPER_KEYS
+    if unknown:
+        raise TypeError(f"unexpected argument(s) {sorted(unknown)}; a governed env takes "
+                        f"render_mode, world_kwargs, policy and {sorted(_WRAPPER_KEYS)}")
+    env = GovernedEnv(_make_world(world, world_kwargs or {}, render_mode), policy, **wrapper_kwargs)
+    env.metadata = {**env.metadata, "render_modes": env.env.metadata.get("render_modes", [])}
+    return env
+
+
+def register_env_specs(specs: Mapping[str, EnvSpecFile] | None = None) -> None:
+    """Register env specs with Gymnasium (all shipped ones by default)."""
+    specs = load_env_specs() if specs is None else specs
+    for spec in specs.values():
+        ENV_SPECS[spec.id] = spec
+        if spec.id in gym.registry:
+            continue
+        gym.register(id=spec.id, entry_point="govgym.registration:make_governed",
+                     kwargs=spec.make_kwargs(), max_episode_steps=spec.max_episode_steps)
+
+
+def make(env_id: str | gym.envs.registration.EnvSpec, policy: Any = None,
+         **kwargs: Any) -> gym.Env:
+    """Govern any registered env: ``govgym.make("CartPole-v1", policy="cartpole-envelope")``.
+
+    For a govgym id, ``policy`` (if given) replaces the spec's policy. For any other id,
+    the governance arguments (``intervention``, ``shaping``, ``safe_action``,
+    ``cost_limit``, ``audit_path``, ``run_id``, ``flush_every``) go to
+    :class:`GovernedEnv` and the rest to :func:`gymnasium.make`. The result records how
+    it was built, so ``gymnasium.make(env.spec)`` rebuilds it.
+    """
+    name = env_id.id if isinstance(env_id, gym.envs.registration.EnvSpec) else env_id
+    if isinstance(name, str) and name.split(":")[-1] in ENV_SPECS:
+        if policy is not None:
+            kwargs["policy"] = policy
+        return gym.make(env_id, **kwargs)
+    wrapper_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _WRAPPER_KEYS}
+    return GovernedEnv(gym.make(env_id, **kwargs), policy, **wrapper_kwargs)

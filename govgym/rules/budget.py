@@ -1,0 +1,133 @@
+"""``budget``: a per-episode cost budget with a soft and a hard limit.
+
+The cost of a step comes from exactly one source:
+
+- ``action_costs``: a table for a ``Discrete`` action (missing actions cost 0);
+- ``norm``: ``l1`` or ``l2`` norm of a Box action, times ``scale``;
+- ``info_key``: a cost the world reports in ``info`` after the step.
+
+Example::
+
+    - kind: budget
+      name: torque_energy
+      norm: l1
+      scale: 1.0
+      soft: 150
+      hard: 250
+      soft_severity: medium
+      hard_severity: critical
+
+With an action cost the rule looks ahead: a proposal whose cost would cross a limit is
+a violation before it runs (and, for a ``Discrete`` space, is masked). With a world
+cost it can only look back: the step that crossed the limit is reported after it ran.
+Only executed actions spend the budget. A world cost that is NaN, infinite or negative
+is a critical ``invalid_cost`` violation and is never added: a bad number cannot reset
+or corrupt the budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from govgym.kernel.types import Outcome, Proposal, Severity, Violation
+from govgym.rules.base import Rule, RuleParams, register_rule
+
+__all__ = ["Budget"]
+
+
+class BudgetParams(RuleParams):
+    hard: float = Field(gt=0, allow_inf_nan=False)
+    soft: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    soft_severity: str = "medium"
+    hard_severity: str = "critical"
+    action_costs: dict[int, float] | None = None
+    norm: Literal["l1", "l2"] | None = None
+    scale: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    info_key: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BudgetParams:
+        sources = [self.action_costs is not None, self.norm is not None, self.info_key is not None]
+        if sum(sources) != 1:
+            raise ValueError("give exactly one cost source: action_costs, norm or info_key")
+        if self.soft is not None and self.soft > self.hard:
+            raise ValueError(f"soft ({self.soft}) must be <= hard ({self.hard})")
+        for action, cost in (self.action_costs or {}).items():
+            if not (math.isfinite(cost) and cost >= 0):
+                raise ValueError(f"action_costs[{action}] must be finite and >= 0, got {cost}")
+        Severity.parse(self.soft_severity)
+        Severity.parse(self.hard_severity)
+        return self
+
+
+@dataclass(slots=True)
+class BudgetState:
+    spent: float = 0.0
+
+
+@register_rule
+class Budget(Rule):
+    kind = "budget"
+    Params = BudgetParams
+    default_severity = Severity.CRITICAL
+    checks_proposals = True
+    reviews_outcomes = True
+
+    def __init__(self, name: str, params: BudgetParams, severity: Severity, cost: float) -> None:
+        super().__init__(name, params, severity, cost)
+        self._soft_severity = Severity.parse(params.soft_severity)
+        self._hard_severity = Severity.parse(params.hard_severity)
+        self._looks_ahead = params.info_key is None
+
+    def initial_state(self) -> BudgetState:
+        return BudgetState()
+
+    def action_cost(self, action: Any) -> float:
+        p = self.params
+        if p.action_costs is not None:
+            return p.action_costs.get(int(np.asarray(action).reshape(-1)[0]), 0.0)
+        flat = np.asarray(action, dtype=np.float64).reshape(-1)
+        norm = np.abs(flat).sum() if p.norm == "l1" else math.sqrt(float(flat @ flat))
+        return float(norm) * p.scale
+
+    def _limit_violations(self, total: float, code_prefix: str) -> list[Violation]:
+        p = self.params
+        if total > p.hard:
+            return [self.violation(
+                f"{code_prefix}hard_limit", f"episode cost {total:.4g} > hard limit {p.hard:.4g}",
+                severity=self._hard_severity)]
+        if p.soft is not None and total > p.soft:
+            return [self.violation(
+                f"{code_prefix}soft_limit", f"episode cost {total:.4g} > soft limit {p.soft:.4g}",
+                severity=self._soft_severity)]
+        return []
+
+    def check(self, proposal: Proposal, state: BudgetState) -> Sequence[Violation]:
+        if not self._looks_ahead:
+            return ()
+        return self._limit_violations(state.spent + self.action_cost(proposal.action), "")
+
+    def review(self, outcome: Outcome, state: BudgetState) -> Sequence[Violation]:
+        if not outcome.executed:
+            return ()
+        if self._looks_ahead:
+            state.spent += self.action_cost(outcome.action)
+            return ()
+        raw = outcome.info.get(self.params.info_key, 0.0)
+        try:
+            step_cost = float(raw)
+        except (TypeError, ValueError):
+            step_cost = math.nan
+        if not math.isfinite(step_cost) or step_cost < 0:
+            return [self.violation(
+                "invalid_cost",
+                f"world reported {self.params.info_key}={raw!r}; not added to the budget",
+                severity=Severity.CRITICAL)]
+        state.spent += step_cost * self.params.scale
+        return self._limit_violations(state.spent, "")

@@ -1,0 +1,98 @@
+"""``rate``: at most ``limit`` executed actions of a kind in any ``window`` of steps.
+
+Which actions count: ``values`` (a ``Discrete`` action's values), ``dims`` (values of
+``MultiDiscrete`` dimensions), ``kinds`` (the world's ``meaning["kind"]``, e.g. a SQL
+statement kind), or every action when none is given. Example::
+
+    - kind: rate
+      name: push_rate
+      values: [0, 2]
+      limit: 40
+      window: 50
+      severity: medium
+
+A proposal of a counted kind is a violation when ``limit`` such actions already ran in
+the last ``window`` steps. Only executed actions count, and blocked steps still move
+the window on. For a ``Discrete`` space the rule also masks counted values while the
+window is full.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from govgym.kernel.types import Outcome, Proposal, Severity, Violation
+from govgym.rules.base import Rule, RuleParams, register_rule
+
+__all__ = ["Rate"]
+
+
+class RateParams(RuleParams):
+    limit: int = Field(ge=1)
+    window: int = Field(ge=1)
+    values: list[int] = []
+    dims: dict[int, list[int]] = {}
+    kinds: list[str] = []
+
+
+@dataclass(slots=True)
+class RateState:
+    step: int = 0
+    times: deque[int] = field(default_factory=deque)
+
+
+@register_rule
+class Rate(Rule):
+    kind = "rate"
+    Params = RateParams
+    default_severity = Severity.MEDIUM
+    checks_proposals = True
+    reviews_outcomes = True
+
+    def __init__(self, name: str, params: RateParams, severity: Severity, cost: float) -> None:
+        super().__init__(name, params, severity, cost)
+        self._values = frozenset(params.values)
+        self._dims = {d: frozenset(v) for d, v in params.dims.items()}
+        self._kinds = frozenset(params.kinds)
+        self._counts_all = not (self._values or self._dims or self._kinds)
+
+    def initial_state(self) -> RateState:
+        return RateState()
+
+    def counts(self, action: Any, meaning: dict[str, Any] | None = None) -> bool:
+        if self._counts_all:
+            return True
+        if self._kinds and meaning and meaning.get("kind") in self._kinds:
+            return True
+        flat = np.asarray(action).reshape(-1)
+        if self._values and flat.size == 1 and int(flat[0]) in self._values:
+            return True
+        return any(d < flat.size and int(flat[d]) in banned for d, banned in self._dims.items())
+
+    def _in_window(self, state: RateState) -> int:
+        oldest = state.step - self.params.window
+        while state.times and state.times[0] <= oldest:
+            state.times.popleft()
+        return len(state.times)
+
+    def check(self, proposal: Proposal, state: RateState) -> Sequence[Violation]:
+        if not self.counts(proposal.action, proposal.meaning):
+            return ()
+        used = self._in_window(state)
+        if used < self.params.limit:
+            return ()
+        return [self.violation(
+            "rate_exceeded",
+            f"{used} counted actions in the last {self.params.window} steps (limit {self.params.limit})")]
+
+    def review(self, outcome: Outcome, state: RateState) -> Sequence[Violation]:
+        if outcome.executed and self.counts(outcome.action, outcome.meaning):
+            state.times.append(state.step)
+        state.step += 1
+        return ()

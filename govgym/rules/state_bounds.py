@@ -1,0 +1,99 @@
+"""``state_bounds``: post-step bounds on observation entries.
+
+Example policy entry::
+
+    - kind: state_bounds
+      name: cart_envelope
+      severity: high
+      bounds:
+        - {index: 0, low: -1.5, high: 1.5, label: cart_position}
+        - {index: 2, low: -0.15, high: 0.15, label: pole_angle}
+        - {index: 0, low: -2.0, high: 2.0, label: cart_position, severity: critical}
+
+Each bound reads one entry of the flattened observation (``key`` picks an entry of a
+``Dict`` observation first). All bounds are checked at once with numpy. A bound with
+its own ``severity`` overrides the rule's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import model_validator
+
+from govgym.kernel.types import Outcome, Severity, Violation
+from govgym.rules.base import Rule, RuleParams, register_rule
+
+__all__ = ["StateBounds"]
+
+
+class Bound(RuleParams):
+    index: int
+    low: float = float("-inf")
+    high: float = float("inf")
+    key: str | None = None
+    label: str | None = None
+    severity: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bound:
+        if not self.low <= self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.severity is not None:
+            Severity.parse(self.severity)
+        return self
+
+
+class StateBoundsParams(RuleParams):
+    bounds: list[Bound]
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> StateBoundsParams:
+        if not self.bounds:
+            raise ValueError("bounds must list at least one bound")
+        return self
+
+
+@register_rule
+class StateBounds(Rule):
+    kind = "state_bounds"
+    Params = StateBoundsParams
+    default_severity = Severity.HIGH
+    reviews_outcomes = True
+
+    def __init__(self, name: str, params: StateBoundsParams, severity: Severity,
+                 cost: float) -> None:
+        super().__init__(name, params, severity, cost)
+        bounds = params.bounds
+        self._keys = sorted({b.key for b in bounds if b.key is not None})
+        self._index = np.array([b.index for b in bounds], dtype=np.intp)
+        self._low = np.array([b.low for b in bounds], dtype=np.float64)
+        self._high = np.array([b.high for b in bounds], dtype=np.float64)
+        self._severities = [
+            self.severity if b.severity is None else Severity.parse(b.severity) for b in bounds
+        ]
+        self._labels = [b.label or f"obs[{b.index}]" for b in bounds]
+        self._bound_keys = [b.key for b in bounds]
+
+    def _values(self, observation: Any) -> np.ndarray:
+        if not self._keys:
+            return np.asarray(observation, dtype=np.float64).reshape(-1)[self._index]
+        values = np.empty(len(self._index), dtype=np.float64)
+        for i, (key, idx) in enumerate(zip(self._bound_keys, self._index, strict=True)):
+            part = observation if key is None else observation[key]
+            values[i] = np.asarray(part, dtype=np.float64).reshape(-1)[idx]
+        return values
+
+    def review(self, outcome: Outcome, state: Any) -> Sequence[Violation]:
+        values = self._values(outcome.observation)
+        bad = np.flatnonzero((values < self._low) | (values > self._high) | np.isnan(values))
+        return [
+            self.violation(
+                "out_of_bounds",
+                f"{self._labels[i]}={values[i]:.4g} outside [{self._low[i]:.4g}, {self._high[i]:.4g}]",
+                severity=self._severities[i],
+            )
+            for i in bad
+        ]

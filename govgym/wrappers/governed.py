@@ -1,0 +1,269 @@
+"""``GovernedEnv``: the Gymnasium wrapper that puts a policy kernel around any env."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from os import PathLike
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+
+from govgym.audit.recorder import Recorder, summarize_action
+from govgym.kernel import Decision, Kernel, Outcome, Policy, Proposal, Verdict, load_policy
+from govgym.shaping import Shaping
+
+__all__ = ["GovernedEnv"]
+
+_MONITOR = {"low": "allow", "medium": "allow", "high": "allow", "critical": "allow"}
+
+
+def _declarative(value: Any) -> Any:
+    """Policies and shaping as plain data, so ``env.spec`` can rebuild the wrapper."""
+    if isinstance(value, Policy):
+        return value.to_dict()
+    if isinstance(value, Shaping):
+        return value.to_dict()
+    return value
+
+
+class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Pass every action through a governance policy before and after it reaches ``env``.
+
+    One step: the world describes the action (``env.unwrapped.describe(action)`` if it
+    has one), the kernel decides, the decision is enacted, the world steps, the kernel
+    reviews the outcome, the reward is shaped and the decision is recorded.
+
+    Verdicts and how they are enacted (the policy maps each severity to a verdict;
+    ``intervention`` overrides that mapping):
+
+    ==========  ================================================================
+    allow       the action runs
+    warn        the action runs; the step is penalised by ``shaping``
+    block       the action does not run; the last observation is returned,
+                world reward 0, the episode goes on
+    replace     a substitute runs instead: ``safe_action`` if the policy allows it,
+                else the rules' nearest repair, else the first allowed action of
+                a discrete space; if none is allowed the step is blocked
+    terminate   the action does not run and ``terminated=True`` (not truncated);
+                a critical outcome after a step also terminates
+    ==========  ================================================================
+
+    ``intervention="monitor"`` allows everything and turns shaping off: the same meter
+    on an ungoverned run, for baselines.
+
+    Shaping: ``reward' = reward - min(max_penalty, sum of severity penalties)``, plus
+    ``clean_bonus`` on a step without violations (see :class:`govgym.shaping.Shaping`).
+
+    ``info`` on every step and reset:
+
+    - ``cost``: float >= 0, the summed cost of this step's violations (``0.0`` on reset)
+    - ``cost_<rule>``: the same per rule, for every rule of the policy
+    - ``governance``: ``verdict``, ``violations`` (plain dicts with ``stage`` and
+      ``executed``), ``proposed_action``, ``executed_action`` (``None`` if nothing ran),
+      ``terminated_by_policy``, ``raw_reward`` and ``reward_delta``
+    - at episode end: ``episode_cost``, ``episode_violations`` and
+      ``episode_executed_violations``; ``cost_limit`` when one is set
+
+    Example:
+        >>> import gymnasium as gym
+        >>> from govgym import GovernedEnv
+        >>> policy = {"name": "no-left", "rules": [{"kind": "forbidden_actions", "values": [0]}]}
+        >>> env = GovernedEnv(gym.make("CartPole-v1"), policy, intervention={"high": "replace"})
+        >>> obs, info = env.reset(seed=0)
+        >>> info["cost"]
+        0.0
+        >>> obs, reward, terminated, truncated, info = env.step(0)
+        >>> info["governance"]["verdict"], info["governance"]["executed_action"], info["cost"]
+        ('replace', 1, 1.0)
+        >>> env.action_masks()
+        array([False,  True])
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        policy: Policy | Mapping[str, Any] | str | None = None,
+        *,
+        intervention: Mapping[str, str] | str | None = None,
+        shaping: Shaping | Mapping[str, Any] | None = None,
+        safe_action: Any = None,
+        cost_limit: float | None = None,
+        audit_path: str | PathLike[str] | None = None,
+        run_id: str | None = None,
+        flush_every: int = 1024,
+    ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(
+            self, policy=_declarative(policy), intervention=intervention,
+            shaping=_declarative(shaping), safe_action=safe_action, cost_limit=cost_limit,
+            audit_path=None if audit_path is None else str(audit_path), run_id=run_id,
+            flush_every=flush_every,
+        )
+        gym.Wrapper.__init__(self, env)
+        monitor = intervention == "monitor"
+        if isinstance(intervention, str) and not monitor:
+            raise ValueError(f"intervention must be a severity->verdict mapping or 'monitor', "
+                             f"got {intervention!r}")
+        self.kernel = Kernel(load_policy(policy), _MONITOR if monitor else intervention)
+        self.shaping = Shaping.off() if monitor else Shaping.from_config(shaping)
+        self.safe_action = safe_action
+        self.cost_limit = cost_limit
+        self._describe = getattr(env.unwrapped, "describe", None)
+        self._cost_keys = [f"cost_{name}" for name in self.kernel.rule_names]
+        self.recorder: Recorder | None = None
+        if audit_path is not None:
+            import uuid
+
+            run = run_id or uuid.uuid4().hex[:12]
+            path = str(audit_path).replace("{run}", run)
+            self.recorder = Recorder(path, run_id=run, flush_every=flush_every)
+        self._ctx = self.kernel.new_context()
+        self._episode = -1
+        self._step = 0
+        self._last_obs: Any = None
+        self._episode_cost = 0.0
+        self._episode_violations = 0
+        self._episode_executed = 0
+
+    # -- proposals and substitutes -------------------------------------------------
+
+    def propose(self, action: Any) -> Proposal:
+        """The proposal the kernel judges for ``action`` in the current state."""
+        meaning = self._describe(action) if self._describe is not None else {}
+        return Proposal(action, meaning, self._last_obs)
+
+    def action_masks(self) -> np.ndarray:
+        """Allowed actions now (``Discrete``/``MultiDiscrete``), for sb3-contrib's MaskablePPO."""
+        space = self.action_space
+        if not isinstance(space, gym.spaces.Discrete | gym.spaces.MultiDiscrete):
+            raise TypeError(f"action_masks needs a Discrete or MultiDiscrete action space, got {space}")
+        return self.kernel.action_mask(space, self.propose, self._ctx)
+
+    def _allowed(self, action: Any) -> bool:
+        return self.action_space.contains(action) and self.kernel.decide(
+            self.propose(action), self._ctx).executes
+
+    def _substitute(self, action: Any) -> Any | None:
+        space = self.action_space
+        if self.safe_action is not None:
+            safe = np.asarray(self.safe_action, dtype=space.dtype).reshape(space.shape)
+            if space.shape == ():
+                safe = safe.item()
+            if self._allowed(safe):
+                return safe
+        candidate = action
+        for rule in self.kernel.rules:
+            repaired = rule.repair(candidate, space)
+            if repaired is not None:
+                candidate = repaired
+        if candidate is not action and self._allowed(candidate):
+            return candidate
+        if isinstance(space, gym.spaces.Discrete):
+            mask = self.kernel.action_mask(space, self.propose, self._ctx)
+            start = int(space.start)
+            for i in np.flatnonzero(mask):
+                if self._allowed(start + int(i)):
+                    return start + int(i)
+        return None
+
+    # -- the Gymnasium API ----------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        if self.recorder is not None:
+            self.recorder.flush()
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._episode += 1
+        self._step = 0
+        self._ctx = self.kernel.new_context(self._episode)
+        self._last_obs = obs
+        self._episode_cost = 0.0
+        self._episode_violations = 0
+        self._episode_executed = 0
+        info = dict(info)
+        info["cost"] = 0.0
+        for key in self._cost_keys:
+            info[key] = 0.0
+        info["governance"] = {
+            "verdict": "allow", "violations": [], "proposed_action": None,
+            "executed_action": None, "terminated_by_policy": False,
+            "raw_reward": 0.0, "reward_delta": 0.0,
+        }
+        if self.cost_limit is not None:
+            info["cost_limit"] = self.cost_limit
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        proposal = self.propose(action)
+        pre = self.kernel.decide(proposal, self._ctx)
+        verdict = pre.verdict
+        to_run = action
+        if verdict == Verdict.REPLACE:
+            to_run = self._substitute(action)
+            if to_run is None:
+                verdict = Verdict.BLOCK
+        runs = verdict in (Verdict.ALLOW, Verdict.WARN, Verdict.REPLACE)
+        if runs:
+            obs, reward, terminated, truncated, info = self.env.step(to_run)
+            meaning = proposal.meaning if to_run is action else (
+                self._describe(to_run) if self._describe is not None else {})
+        else:
+            obs, reward, terminated, truncated, info = self._last_obs, 0.0, False, False, {}
+            meaning, to_run = {}, None
+        outcome = Outcome(obs, float(reward), terminated, truncated, info, to_run, runs, meaning)
+        post = self.kernel.review(outcome, self._ctx)
+        stopped_by_policy = verdict == Verdict.TERMINATE or post.verdict == Verdict.TERMINATE
+        return self._finish(proposal, to_run, verdict, pre, post, outcome, stopped_by_policy)
+
+    def _finish(self, proposal: Proposal, ran: Any, verdict: Verdict, pre: Decision,
+                post: Decision, outcome: Outcome, stopped_by_policy: bool
+                ) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        action = proposal.action
+        pre_ran = verdict in (Verdict.ALLOW, Verdict.WARN)
+        violations = [{**v.as_dict(), "stage": "pre", "executed": pre_ran} for v in pre.violations]
+        violations += [{**v.as_dict(), "stage": "post", "executed": True} for v in post.violations]
+        final = max(verdict, post.verdict)
+        cost = pre.cost + post.cost
+        delta = self.shaping.delta(pre.violations + post.violations) if violations else (
+            self.shaping.clean_bonus)
+        raw_reward = outcome.reward
+        terminated = outcome.terminated or stopped_by_policy
+        info = dict(outcome.info)
+        info["cost"] = cost
+        for key in self._cost_keys:
+            info[key] = 0.0
+        for v in violations:
+            info[f"cost_{v['rule']}"] += v["cost"]
+        proposed, executed = summarize_action(action), None if ran is None else summarize_action(ran)
+        info["governance"] = {
+            "verdict": str(final), "violations": violations, "proposed_action": proposed,
+            "executed_action": executed, "terminated_by_policy": stopped_by_policy,
+            "raw_reward": raw_reward, "reward_delta": delta,
+        }
+        self._episode_cost += cost
+        self._episode_violations += len(violations)
+        self._episode_executed += sum(1 for v in violations if v["executed"])
+        if self.cost_limit is not None:
+            info["cost_limit"] = self.cost_limit
+        if self.recorder is not None:
+            summary = proposed
+            if proposal.meaning:
+                summary = {"action": proposed, **{k: summarize_action(v)
+                                                  for k, v in proposal.meaning.items()}}
+            extra = {"executed_action": executed} if ran is not action else None
+            self.recorder.append(self._episode, self._step, summary, str(final), violations,
+                                 cost, delta, extra=extra)
+        self._step += 1
+        self._last_obs = outcome.observation
+        if terminated or outcome.truncated:
+            info["episode_cost"] = self._episode_cost
+            info["episode_violations"] = self._episode_violations
+            info["episode_executed_violations"] = self._episode_executed
+            if self.recorder is not None:
+                self.recorder.flush()
+        return outcome.observation, raw_reward + delta, terminated, outcome.truncated, info
+
+    def close(self) -> None:
+        if self.recorder is not None and not self.recorder.closed:
+            self.recorder.close()
+        super().close()
