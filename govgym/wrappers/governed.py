@@ -42,9 +42,10 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     warn        the action runs; the step is penalised by ``shaping``
     block       the action does not run; the last observation is returned,
                 world reward 0, the episode goes on
-    replace     a substitute runs instead: ``safe_action`` if the policy allows it,
-                else the rules' nearest repair, else the first allowed action of
-                a discrete space; if none is allowed the step is blocked
+    replace     a substitute runs instead: the rules' nearest repair (a Box action
+                clipped out of a forbidden range) if the policy allows it, else
+                ``safe_action`` if allowed, else the first allowed action of a
+                discrete space; if none is allowed the step is blocked
     terminate   the action does not run and ``terminated=True`` (not truncated);
                 a critical outcome after a step also terminates
     ==========  ================================================================
@@ -145,12 +146,6 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def _substitute(self, action: Any) -> Any | None:
         space = self.action_space
-        if self.safe_action is not None:
-            safe = np.asarray(self.safe_action, dtype=space.dtype).reshape(space.shape)
-            if space.shape == ():
-                safe = safe.item()
-            if self._allowed(safe):
-                return safe
         candidate = action
         for rule in self.kernel.rules:
             repaired = rule.repair(candidate, space)
@@ -158,6 +153,12 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 candidate = repaired
         if candidate is not action and self._allowed(candidate):
             return candidate
+        if self.safe_action is not None:
+            safe = np.asarray(self.safe_action, dtype=space.dtype).reshape(space.shape)
+            if space.shape == ():
+                safe = safe.item()
+            if self._allowed(safe):
+                return safe
         if isinstance(space, gym.spaces.Discrete):
             mask = self.kernel.action_mask(space, self.propose, self._ctx)
             start = int(space.start)
