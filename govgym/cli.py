@@ -1,0 +1,160 @@
+"""The ``govgym`` command.
+
+    govgym envs                    registered ids with their world and policy
+    govgym policy list             shipped policies
+    govgym policy show NAME|FILE   a policy's rules and verdicts, as validated
+    govgym policy check FILE...    validate policy files (exit 1 if any is invalid)
+    govgym audit verify FILE       check an audit log's hash chain (exit 1 if broken)
+    govgym audit summary FILE      violations by rule and severity, rates per 1,000
+
+Exit codes: 0 success, 1 the thing checked is bad (invalid policy, broken chain),
+2 the command itself was wrong (unknown name, missing file, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+__all__ = ["main"]
+
+
+def _cmd_envs(args: argparse.Namespace) -> int:
+    from govgym.registration import ENV_SPECS
+
+    width = max((len(i) for i in ENV_SPECS), default=2)
+    for env_id, spec in sorted(ENV_SPECS.items()):
+        policy = spec.policy if isinstance(spec.policy, str) else "<inline>"
+        print(f"{env_id:<{width}}  world={spec.world}  policy={policy}")
+        if args.verbose and spec.description:
+            print(f"{'':<{width}}  {spec.description}")
+    return 0
+
+
+def _cmd_policy_list(args: argparse.Namespace) -> int:
+    from govgym.kernel import available_policies, load_policy
+
+    for name in available_policies():
+        policy = load_policy(name)
+        print(f"{name:<24} {len(policy.rules)} rule(s)  {policy.description}")
+    return 0
+
+
+def _cmd_policy_show(args: argparse.Namespace) -> int:
+    from govgym.kernel import load_policy
+
+    policy = load_policy(args.policy)
+    print(f"# {policy.name} ({policy.source})")
+    print(yaml.safe_dump(policy.to_dict(), sort_keys=False).rstrip())
+    return 0
+
+
+def _cmd_policy_check(args: argparse.Namespace) -> int:
+    from govgym.kernel import PolicyError, load_policy
+
+    status = 0
+    for file in args.files:
+        if not Path(file).is_file():
+            print(f"{file}: no such file", file=sys.stderr)
+            status = max(status, 2)
+            continue
+        try:
+            policy = load_policy(Path(file))
+        except PolicyError as exc:
+            print(exc, file=sys.stderr)
+            status = max(status, 1)
+            continue
+        print(f"{file}: ok (policy {policy.name!r}, {len(policy.rules)} rule(s))")
+    return status
+
+
+def _open_log(file: str):  # type: ignore[no-untyped-def]
+    from govgym.audit import read
+
+    if not Path(file).is_file():
+        raise FileNotFoundError(file)
+    return read(file)
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    log = _open_log(args.file)
+    for line in log.torn:
+        print(f"{args.file}:{line}: torn record (cut off mid-write), skipped")
+    if not log.ok:
+        print(f"{args.file}:{log.first_broken}: chain broken: {log.problem} "
+              f"({len(log.records)} record(s) verified before it)", file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok, {len(log.records)} record(s), chain intact")
+    return 0
+
+
+def _cmd_audit_summary(args: argparse.Namespace) -> int:
+    from govgym.audit import summarize
+
+    log = _open_log(args.file)
+    summary = summarize(log.records)
+    summary["chain_ok"] = log.ok
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{args.file}: {summary['decisions']} decisions, {summary['episodes']} episode(s), "
+              f"total cost {summary['total_cost']:.4g}, chain {'ok' if log.ok else 'BROKEN'}")
+        print("verdicts: " + ", ".join(f"{k}={v}" for k, v in summary["verdicts"].items()))
+        for title, key in (("by rule", "violations_by_rule"), ("by severity", "violations_by_severity")):
+            print(f"violations {title}:")
+            for name, row in summary[key].items():
+                print(f"  {name:<24} {row['count']:>8}  {row['per_1000']:>10.3f} per 1,000 decisions")
+    return 0 if log.ok else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="govgym", description="Governed RL environments.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    envs = sub.add_parser("envs", help="list registered govgym env ids")
+    envs.add_argument("-v", "--verbose", action="store_true", help="also print descriptions")
+    envs.set_defaults(func=_cmd_envs)
+
+    policy = sub.add_parser("policy", help="list, show or check governance policies")
+    psub = policy.add_subparsers(dest="action", required=True)
+    psub.add_parser("list", help="shipped policies").set_defaults(func=_cmd_policy_list)
+    show = psub.add_parser("show", help="print a policy as validated")
+    show.add_argument("policy", help="a shipped policy name or a YAML file")
+    show.set_defaults(func=_cmd_policy_show)
+    check = psub.add_parser("check", help="validate policy files")
+    check.add_argument("files", nargs="+")
+    check.set_defaults(func=_cmd_policy_check)
+
+    audit = sub.add_parser("audit", help="verify or summarise an audit log")
+    asub = audit.add_subparsers(dest="action", required=True)
+    verify = asub.add_parser("verify", help="check the hash chain")
+    verify.add_argument("file")
+    verify.set_defaults(func=_cmd_audit_verify)
+    summary = asub.add_parser("summary", help="violations by rule and severity")
+    summary.add_argument("file")
+    summary.add_argument("--json", action="store_true", help="machine-readable output")
+    summary.set_defaults(func=_cmd_audit_summary)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from govgym.kernel import PolicyError
+
+    try:
+        return int(args.func(args))
+    except FileNotFoundError as exc:
+        print(f"govgym: no such file: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    except PolicyError as exc:
+        print(f"govgym: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Stable-Baselines3 helpers: train on a governed env, log governance, evaluate honestly.
+
+Needs the ``sb3`` extra (stable-baselines3, sb3-contrib, torch); imported only here.
+
+- :class:`GovernanceLogger` is a callback that keeps one row per finished training
+  episode (raw world return, shaped return, cost, violations, ended by policy) and logs
+  ``governance/ep_cost_mean`` and friends to SB3's logger.
+- :func:`evaluate` runs a trained model and reports the same measures, so a governed
+  and an ungoverned agent are compared with one meter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+__all__ = ["EpisodeStats", "GovernanceLogger", "evaluate", "summarize_episodes"]
+
+
+@dataclass
+class EpisodeStats:
+    """One finished episode, measured on the world's own reward and the policy's cost."""
+
+    timestep: int
+    raw_return: float
+    shaped_return: float
+    length: int
+    cost: float
+    violations: int
+    executed_violations: int
+    critical_violations: int
+    ended_by_policy: bool
+
+
+class _Accumulator:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.raw = self.shaped = self.cost = 0.0
+        self.length = self.violations = self.executed = self.critical = 0
+
+    def add(self, reward: float, info: dict[str, Any]) -> None:
+        governance = info.get("governance", {})
+        self.raw += float(governance.get("raw_reward", reward))
+        self.shaped += float(reward)
+        self.cost += float(info.get("cost", 0.0))
+        self.length += 1
+        for v in governance.get("violations", ()):
+            self.violations += 1
+            self.executed += bool(v.get("executed"))
+            self.critical += v.get("severity") == "critical"
+
+    def finish(self, timestep: int, info: dict[str, Any]) -> EpisodeStats:
+        ended = bool(info.get("governance", {}).get("terminated_by_policy", False))
+        stats = EpisodeStats(timestep, self.raw, self.shaped, self.length, self.cost,
+                             self.violations, self.executed, self.critical, ended)
+        self.reset()
+        return stats
+
+
+class GovernanceLogger(BaseCallback):
+    """Record every finished training episode of a governed (or monitored) env."""
+
+    def __init__(self, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.episodes: list[EpisodeStats] = []
+        self._acc: list[_Accumulator] = []
+
+    def _on_training_start(self) -> None:
+        self._acc = [_Accumulator() for _ in range(self.training_env.num_envs)]
+
+    def _on_step(self) -> bool:
+        rewards = self.locals["rewards"]
+        for i, (info, done) in enumerate(zip(self.locals["infos"], self.locals["dones"], strict=True)):
+            self._acc[i].add(float(rewards[i]), info)
+            if done:
+                self.episodes.append(self._acc[i].finish(self.num_timesteps, info))
+        return True
+
+    def _on_rollout_end(self) -> None:
+        recent = self.episodes[-20:]
+        if recent:
+            self.logger.record("governance/ep_raw_return_mean", np.mean([e.raw_return for e in recent]))
+            self.logger.record("governance/ep_cost_mean", np.mean([e.cost for e in recent]))
+            self.logger.record("governance/ep_executed_violations_mean",
+                               np.mean([e.executed_violations for e in recent]))
+
+
+def evaluate(model: Any, make_env: Callable[[], gym.Env], episodes: int = 20, seed: int = 0,
+             deterministic: bool = True, use_masks: bool = False) -> list[EpisodeStats]:
+    """Run ``model`` for ``episodes`` episodes on fresh seeds ``seed, seed+1, ...``."""
+    env = make_env()
+    results = []
+    try:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            acc = _Accumulator()
+            while True:
+                kwargs = {}
+                if use_masks:
+                    kwargs["action_masks"] = env.get_wrapper_attr("action_masks")()
+                action, _ = model.predict(obs, deterministic=deterministic, **kwargs)
+                obs, reward, terminated, truncated, info = env.step(action)
+                acc.add(float(reward), info)
+                if terminated or truncated:
+                    results.append(acc.finish(episode, info))
+                    break
+    finally:
+        env.close()
+    return results
+
+
+def summarize_episodes(episodes: list[EpisodeStats]) -> dict[str, float]:
+    """Means over episodes, plus totals of executed violations and policy endings."""
+    if not episodes:
+        return {"episodes": 0}
+    rows = [asdict(e) for e in episodes]
+    mean = {k: float(np.mean([r[k] for r in rows]))
+            for k in ("raw_return", "shaped_return", "length", "cost", "violations",
+                      "executed_violations", "critical_violations")}
+    return {
+        "episodes": len(rows),
+        **{f"mean_{k}": v for k, v in mean.items()},
+        "total_executed_violations": int(sum(r["executed_violations"] for r in rows)),
+        "ended_by_policy": int(sum(r["ended_by_policy"] for r in rows)),
+    }

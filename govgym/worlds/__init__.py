@@ -1,0 +1,3 @@
+"""The worlds govgym ships: ungoverned environments that a governance layer wraps."""
+
+__all__: list[str] = []
