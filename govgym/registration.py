@@ -65,7 +65,8 @@ class EnvSpecFile:
 
 def _parse_spec(path: Path) -> EnvSpecFile:
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     except yaml.YAMLError as exc:
         raise EnvSpecError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, Mapping):

@@ -37,7 +37,7 @@ def summarize_action(action: Any) -> Any:
         value = tolist()
         if not isinstance(value, list) or len(value) <= 64:
             return value
-        return value[:64] + ["…"]
+        return [*value[:64], "…"]
     if action is None or isinstance(action, bool | int | float):
         return action
     text = repr(action)

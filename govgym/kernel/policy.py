@@ -236,8 +236,8 @@ def _parse_rules(raw: Any, problems: _Problems) -> list[RuleConfig]:
         if rule is None:
             continue
         if rule.name in seen:
-            problems.add(("rules", i, "name"), f"duplicate rule name {rule.name!r}; give each rule a unique name",
-                         rule.name)
+            problems.add(("rules", i, "name"),
+                         f"duplicate rule name {rule.name!r}; give each rule a unique name", rule.name)
         seen.add(rule.name)
         rules.append(rule)
     return rules
@@ -255,8 +255,8 @@ def _parse_rule(i: int, entry: Any, problems: _Problems) -> RuleConfig | None:
     kind = entry.get("kind")
     name = str(entry.get("name") or kind)
     if kind not in RULE_KINDS:
-        problems.add((*at, "kind"), f"unknown rule kind {kind!r}; known kinds: {', '.join(sorted(RULE_KINDS))}",
-                     name)
+        known = ", ".join(sorted(RULE_KINDS))
+        problems.add((*at, "kind"), f"unknown rule kind {kind!r}; known kinds: {known}", name)
         return None
     cls = RULE_KINDS[kind]
     ok = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -338,13 +339,18 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         return np.array(self.task.gold_action, dtype=np.int64)
 
     def set_engine_guard(self, guard: EngineGuard | None) -> None:
-        """Install ``guard`` on the engine (``None`` removes it), now and after every reset."""
+        """Install ``guard`` on the engine (``None`` removes it), now and after every reset.
+
+        Mid-episode, the database moves to a fresh connection with the same contents, so
+        that nothing of a previous guard stays installed.
+        """
         if guard is not None and not callable(getattr(guard, "install", None)):
             raise TypeError("an engine guard needs an install(conn) method")
         self._guard = guard
         if self._conn is not None:
+            image = self._conn.serialize()
             self._conn.close()
-            self._conn = self._open_connection()
+            self._conn = self._open_connection(image)
 
     # -- Gymnasium API -----------------------------------------------------------------
 
@@ -355,7 +361,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         gold = self._gold_of(self._task)
         if self._conn is not None:
             self._conn.close()
-        self._conn = self._open_connection()
+        self._conn = self._open_connection(self._snapshot)
         self._meter.start_episode(gold.modified)
         self._reset_episode_state()
         self._check_passes = gold.check_passes
@@ -389,9 +395,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
 
     # -- the engine ----------------------------------------------------------------------
 
-    def _open_connection(self) -> sqlite3.Connection:
+    def _open_connection(self, image: bytes) -> sqlite3.Connection:
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        conn.deserialize(self._snapshot)
+        conn.deserialize(image)
         conn.set_progress_handler(self._count_tick, VM_TICK)
         if self._guard is not None:
             self._guard.install(conn)
@@ -551,7 +557,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
             "row_count": len(execution.rows),
             "engine": {"denied": execution.denied, "error": execution.error},
             "damage": damage,
-            "episode_damage": add_damage(self._episode_damage, zero_damage()),
+            "episode_damage": copy.deepcopy(self._episode_damage),
         }
 
 
