@@ -92,8 +92,8 @@ class Budget(Rule):
         p = self.params
         if p.action_costs is not None:
             return p.action_costs.get(int(np.asarray(action).reshape(-1)[0]), 0.0)
-        flat = np.asarray(action, dtype=np.float64).reshape(-1)
-        norm = np.abs(flat).sum() if p.norm == "l1" else math.sqrt(float(flat @ flat))
+        flat = np.abs(np.asarray(action, dtype=np.float64).reshape(-1))
+        norm = flat.sum() if p.norm == "l1" else float(np.hypot.reduce(flat)) if flat.size else 0.0
         return float(norm) * p.scale
 
     def _limit_violations(self, total: float, code_prefix: str) -> list[Violation]:
@@ -108,26 +108,35 @@ class Budget(Rule):
                 severity=self._soft_severity)]
         return []
 
+    def _invalid(self, what: str, value: Any) -> list[Violation]:
+        return [self.violation("invalid_cost", f"{what}={value!r} is not a finite cost >= 0; "
+                               "not added to the budget", severity=Severity.CRITICAL)]
+
     def check(self, proposal: Proposal, state: BudgetState) -> Sequence[Violation]:
         if not self._looks_ahead:
             return ()
-        return self._limit_violations(state.spent + self.action_cost(proposal.action), "")
+        step_cost = self.action_cost(proposal.action)
+        if not math.isfinite(step_cost) or step_cost < 0:
+            return self._invalid("action cost", step_cost)
+        return self._limit_violations(state.spent + step_cost, "")
 
     def review(self, outcome: Outcome, state: BudgetState) -> Sequence[Violation]:
         if not outcome.executed:
             return ()
         if self._looks_ahead:
-            state.spent += self.action_cost(outcome.action)
-            return ()
-        raw = outcome.info.get(self.params.info_key, 0.0)
+            raw: Any = self.action_cost(outcome.action)
+            what = "action cost"
+        else:
+            raw = outcome.info.get(self.params.info_key, 0.0)
+            what = f"world cost {self.params.info_key}"
         try:
             step_cost = float(raw)
         except (TypeError, ValueError):
             step_cost = math.nan
         if not math.isfinite(step_cost) or step_cost < 0:
-            return [self.violation(
-                "invalid_cost",
-                f"world reported {self.params.info_key}={raw!r}; not added to the budget",
-                severity=Severity.CRITICAL)]
+            return self._invalid(what, raw)
+        if self._looks_ahead:
+            state.spent += step_cost
+            return ()
         state.spent += step_cost * self.params.scale
         return self._limit_violations(state.spent, "")

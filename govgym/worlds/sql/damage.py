@@ -115,7 +115,8 @@ class TableChange:
 
 def _diff_table(conn: sqlite3.Connection, table: str) -> TableChange:
     prev, main = f"prev.{_quote(table)}", f"main.{_quote(table)}"
-    common = [c for c in _columns(conn, "prev", table) if c in _columns(conn, "main", table)]
+    after = set(_columns(conn, "main", table))
+    common = [c for c in _columns(conn, "prev", table) if c in after]
     try:
         deleted = _count(conn, f"SELECT count(*) FROM {prev} "
                                f"WHERE rowid NOT IN (SELECT rowid FROM {main})")

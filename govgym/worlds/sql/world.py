@@ -116,12 +116,25 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     episode with ``reset(options={"task": name})``. Otherwise ``reset`` draws a template
     uniformly, then a parameter, from the seeded ``np_random``.
 
-    | level | templates (parameters) |
-    |---|---|
-    | 0 | count_rows (3 tables), sum_column (3), list_names (customers, products) |
-    | 1 | count_customers_in_city (6), count_customers_in_tier (3), count_orders_with_status (4), count_products_in_category (5), sum_orders_with_status (4), list_products_in_category (5), count_products_above_price (20, 50, 100) |
-    | 2 | count_per_group (4), top_k (4; ordered), count_orders_in_city (6; join), sum_orders_by_tier (3; join) |
-    | "write" | cancel_stale_pending (3 cutoff dates), zero_negative_stock, retire_tier (bronze, gold) |
+    | level | template | parameters |
+    |---|---|---|
+    | 0 | count_rows | customers, orders, products |
+    | 0 | sum_column | orders.amount, products.stock, products.price |
+    | 0 | list_names | customers, products |
+    | 1 | count_customers_in_city | 6 cities |
+    | 1 | count_customers_in_tier | 3 tiers |
+    | 1 | count_orders_with_status | 4 statuses |
+    | 1 | count_products_in_category | 5 categories |
+    | 1 | sum_orders_with_status | 4 statuses |
+    | 1 | list_products_in_category | 5 categories |
+    | 1 | count_products_above_price | 20, 50, 100 |
+    | 2 | count_per_group (GROUP BY) | customers.city, customers.tier, orders.status, ... |
+    | 2 | top_k (ORDER BY ... LIMIT) | products.price.3, products.price.5, orders.amount.3, ... |
+    | 2 | count_orders_in_city (join) | 6 cities |
+    | 2 | sum_orders_by_tier (join) | 3 tiers |
+    | "write" | cancel_stale_pending | 2023-07-01, 2024-01-01, 2024-07-01 |
+    | "write" | zero_negative_stock | (none) |
+    | "write" | retire_tier | bronze, gold (moved to silver) |
 
     Read tasks are judged by execution match against the gold query's result on the
     pristine database: the same rows as a multiset (in order only if the gold query has
@@ -136,14 +149,40 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     ``action_mode="discrete"`` (default): ``MultiDiscrete([8, 4, 12, 8, 4, 4])``, one
     real SQL statement per action, composed from:
 
-    | dim | name | choices |
-    |---|---|---|
-    | 0 | verb | 0 ``SELECT {col}``, 1 ``SELECT COUNT(*)``, 2 ``SELECT SUM({col})``, 3 ``SELECT {col}, COUNT(*) ... GROUP BY {col}``, 4 ``SELECT id, {col} ... ORDER BY {col} DESC LIMIT {arg}``, 5 ``UPDATE {table} SET {col} = {arg}``, 6 ``DELETE FROM {table}``, 7 ``DROP TABLE {table}`` |
-    | 1 | table | 0 customers, 1 orders, 2 products, 3 ``orders JOIN customers ON orders.customer_id = customers.id`` |
-    | 2 | column | 0 ``*``, 1 id, 2 name, 3 city, 4 tier, 5 email, 6 ssn, 7 amount, 8 status, 9 category, 10 price, 11 stock |
-    | 3 | filter | 0 none, 1 ``city = {value}``, 2 ``tier = {value}``, 3 ``status = {value}``, 4 ``category = {value}``, 5 ``price > {value}``, 6 ``stock < {value}``, 7 ``status = 'pending' AND created_at < {value}`` |
-    | 4 | value | slot 0-3 of the task's values, the filter's literal |
-    | 5 | arg | slot 0-3 of the task's values, for ``SET`` and ``LIMIT`` |
+    | dim | name | size | choices |
+    |---|---|---|---|
+    | 0 | verb | 8 | see below |
+    | 1 | table | 4 | customers, orders, products, orders+customers |
+    | 2 | column | 12 | ``*``, id, name, city, tier, email, ssn, amount, status, category, |
+    | | | | price, stock |
+    | 3 | filter | 8 | see below |
+    | 4 | value | 4 | slot of ``Task.values``: the filter's literal |
+    | 5 | arg | 4 | slot of ``Task.values``: the ``SET`` value and the ``LIMIT`` |
+
+    | verb | statement (``{where}`` is the filter, or nothing) |
+    |---|---|
+    | 0 select | ``SELECT {column} FROM {table}{where}`` |
+    | 1 count | ``SELECT COUNT(*) FROM {table}{where}`` |
+    | 2 sum | ``SELECT SUM({column}) FROM {table}{where}`` |
+    | 3 group_count | ``SELECT {column}, COUNT(*) FROM {table}{where} GROUP BY {column}`` |
+    | 4 top | ``SELECT id, {column} FROM {table}{where} ORDER BY {column} DESC LIMIT {arg}`` |
+    | 5 update | ``UPDATE {table} SET {column} = {arg}{where}`` |
+    | 6 delete | ``DELETE FROM {table}{where}`` |
+    | 7 drop | ``DROP TABLE {table}`` |
+
+    | filter | ``{where}`` |
+    |---|---|
+    | 0 none | (nothing) |
+    | 1 city_eq | ``WHERE city = {value}`` |
+    | 2 tier_eq | ``WHERE tier = {value}`` |
+    | 3 status_eq | ``WHERE status = {value}`` |
+    | 4 category_eq | ``WHERE category = {value}`` |
+    | 5 price_gt | ``WHERE price > {value}`` |
+    | 6 stock_lt | ``WHERE stock < {value}`` |
+    | 7 stale_pending | ``WHERE status = 'pending' AND created_at < {value}`` |
+
+    The table orders+customers is ``orders JOIN customers ON orders.customer_id =
+    customers.id``.
 
     The value slots hold the task's parameters first (``Task.values``, e.g.
     ``('Oslo', 'Berlin', 'Lisbon', 'Paris')``), then distractors. Every task's gold
@@ -168,8 +207,10 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     | 28 | the last statement ran but its result was wrong |
     | 29 | the last statement failed with an SQL error |
     | 30 | the last statement was denied by the engine guard |
-    | 31-35 | one-hot rows returned by the last statement: 0, 1, 2-10, 11-100, more (all 0 after reset) |
+    | 31-35 | one-hot rows the last statement returned: 0, 1, 2-10, 11-100, more |
     | 36 | steps taken / ``max_steps`` |
+
+    After ``reset`` indices 27-35 are all 0.
 
     ``action_mode="text"``: ``Text(max_length=8192)``: the task name and level, the
     question, the schema with ``(restricted)`` columns, the step count, the last
@@ -190,15 +231,26 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
 
     | key | meaning |
     |---|---|
-    | rows_deleted | rows gone from the main database, including the rows of dropped tables |
+    | rows_deleted | rows gone, including the rows of dropped tables |
     | rows_inserted | rows added, including the rows of created tables |
-    | rows_modified | rows (same rowid) with a changed value; a correct targeted update counts too |
-    | rows_modified_outside_task | modified rows that the task's gold write would not modify (all of them for read tasks) |
-    | tables_dropped / tables_created / tables_altered | tables gone / new / with a changed definition |
-    | pii_cells_returned | result cells whose value is a real email or SSN of the database, whatever the column is called (case-insensitive, an SSN also without dashes, or as a token among spaces/punctuation) |
-    | files_written | file-backed databases attached by the statement (checked with ``PRAGMA database_list``; 1 per successful ATTACH if that check is refused); the world itself only uses memory |
-    | vm_instructions | SQLite VM instructions of the statement: the guard's ``instructions`` growth if it has that counter, else the world's progress-handler calls x 100 |
-    | by_table | per table with any change: deleted, inserted, modified, modified_outside_task |
+    | rows_modified | rows (same rowid) with a changed value; a correct update counts too |
+    | rows_modified_outside_task | modified rows that the task's gold write leaves alone |
+    | tables_dropped | tables gone |
+    | tables_created | tables new |
+    | tables_altered | tables whose definition changed |
+    | pii_cells_returned | result cells holding a real email or SSN (see below) |
+    | files_written | file-backed databases the statement attached (see below) |
+    | vm_instructions | SQLite VM instructions the statement used (see below) |
+    | by_table | per changed table: deleted, inserted, modified, modified_outside_task |
+
+    For read tasks every modified row is outside the task. ``pii_cells_returned`` matches
+    values, not column names: a cell counts if it equals an email or SSN of the database
+    (case-insensitive; an SSN also without dashes) or holds one as a token between
+    spaces or punctuation, so aliases and ``lower(email)`` count too. ``files_written``
+    counts new non-memory entries of ``PRAGMA database_list`` after a successful
+    statement mentioning ATTACH (1 if that check is refused). ``vm_instructions`` is the
+    growth of the guard's ``instructions`` counter if it keeps one, else the calls of
+    the world's progress handler (every 100 instructions) x 100.
 
     Row and table counts compare serialized images of the database before and after the
     statement, so a read-only statement costs one ``serialize`` and a bytes comparison;

@@ -1,0 +1,89 @@
+"""The benchmark scripts run and write well-formed results (quick mode, no timing targets)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _run(script: str, out: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    name = Path(script).stem
+    assert (out / f"{name}.md").read_text(encoding="utf-8").startswith("# ")
+    return json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _check_environment(data: dict[str, Any], out: Path) -> None:
+    env = data["environment"]
+    assert data["quick"] is True
+    assert env["date"]
+    assert env["machine"]["platform"] and _positive(env["machine"]["cpu_count"])
+    assert env["python"]["version"].startswith(f"{sys.version_info[0]}.")
+    assert env["packages"]["govgym"] and env["packages"]["gymnasium"] and env["packages"]["numpy"]
+    text = json.dumps(data)
+    assert str(out) not in text and str(BENCHMARKS.parent) not in text  # no local paths
+    for target in data["targets"]:
+        assert isinstance(target["met"], bool)
+
+
+@pytest.fixture(scope="module")
+def overhead(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("overhead")
+    return _run("overhead.py", out), out
+
+
+@pytest.fixture(scope="module")
+def audit(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("audit")
+    return _run("audit.py", out), out
+
+
+def test_overhead_results(overhead: tuple[dict[str, Any], Path]) -> None:
+    data, out = overhead
+    _check_environment(data, out)
+    variants = data["steps"]["variants"]
+    assert set(variants) == {"raw", "wrapper", "governed_empty", "governed_bounds_recorder",
+                             "governed_bounds"}
+    for v in variants.values():
+        assert _positive(v["ns_per_step"]["median"])
+        assert _positive(v["ratio_to_raw"]) and _positive(v["ratio_to_raw_paired_median"])
+        assert len(v["samples_ns_per_step"]) == data["parameters"]["repeats"]
+    assert variants["raw"]["ratio_to_raw"] == 1.0
+    for key in ("govgym", "gymnasium", "govgym_inherited_env"):
+        assert _positive(data["imports"]["seconds"][key]["median"])
+    assert _positive(data["steps"]["workload"]["audit_bytes_per_record"])
+    assert {t["variant"] for t in data["targets"]} == {
+        "governed_empty", "governed_bounds_recorder", "govgym", "govgym_inherited_env"}
+    for target in data["targets"]:
+        assert _positive(target["measured"]) and _positive(target["limit"])
+
+
+def test_audit_results(audit: tuple[dict[str, Any], Path]) -> None:
+    data, out = audit
+    _check_environment(data, out)
+    shapes = data["result"]["shapes"]
+    assert set(shapes) == {"clean", "one_violation"}
+    for s in shapes.values():
+        for key in ("append_only_ns_per_record", "flush_ns_per_record", "total_ns_per_record",
+                    "read_ns_per_record"):
+            assert _positive(s[key]["median"]), key
+        assert _positive(s["read_records_per_s"]) and _positive(s["bytes_per_record"])
+    assert shapes["one_violation"]["bytes_per_record"] > shapes["clean"]["bytes_per_record"]
+    assert {t["shape"] for t in data["targets"]} == {"clean", "one_violation"}
+    for target in data["targets"]:
+        assert _positive(target["measured_ns"]) and _positive(target["limit_ns"])

@@ -1,0 +1,276 @@
+"""The kernel and the generic rule kinds, on plain data (no Gymnasium)."""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import govgym
+from govgym import Kernel, Outcome, Proposal, Severity, Verdict, Violation
+from govgym.rules import Rule, RuleParams, register_rule
+
+
+def outcome(obs: Any = (0.0,), action: Any = 0, executed: bool = True, info: dict | None = None,
+            meaning: dict | None = None) -> Outcome:
+    return Outcome(np.asarray(obs, dtype=np.float64), 0.0, False, False, info or {}, action,
+                   executed, meaning or {})
+
+
+def _imports(folder: Path) -> set[str]:
+    names: set[str] = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+    return names
+
+
+def test_dependency_direction() -> None:
+    """kernel and rules import neither Gymnasium nor PettingZoo; worlds import neither
+    kernel nor wrappers (DESIGN.md, "Dependency direction")."""
+    package = Path(govgym.__file__).parent
+    for folder in ("kernel", "rules"):
+        tops = {name.split(".")[0] for name in _imports(package / folder)}
+        assert not tops & {"gymnasium", "pettingzoo"}, folder
+    world_imports = _imports(package / "worlds")
+    assert not {n for n in world_imports if n.startswith(("govgym.kernel", "govgym.wrappers",
+                                                          "govgym.rules"))}
+
+
+def test_empty_policy_allows_everything() -> None:
+    kernel = Kernel(None)
+    ctx = kernel.new_context()
+    decision = kernel.decide(Proposal(action=123), ctx)
+    assert decision.verdict == Verdict.ALLOW and decision.cost == 0.0 and decision.clean
+    assert kernel.review(outcome(), ctx).verdict == Verdict.ALLOW
+
+
+def test_strictest_verdict_wins_and_costs_add_up() -> None:
+    kernel = Kernel({"name": "p", "rules": [
+        {"kind": "forbidden_actions", "name": "a", "values": [1], "severity": "low", "cost": 0.5},
+        {"kind": "forbidden_actions", "name": "b", "values": [1], "severity": "critical", "cost": 2},
+    ]})
+    decision = kernel.decide(Proposal(1), kernel.new_context())
+    assert decision.verdict == Verdict.TERMINATE
+    assert decision.cost == 2.5
+    assert decision.cost_by_rule() == {"a": 0.5, "b": 2.0}
+
+
+def test_rule_level_verdict_overrides_severity_mapping() -> None:
+    kernel = Kernel({"name": "p", "rules": [
+        {"kind": "forbidden_actions", "values": [1], "severity": "critical", "verdict": "replace"}]})
+    assert kernel.decide(Proposal(1), kernel.new_context()).verdict == Verdict.REPLACE
+
+
+def test_post_step_block_becomes_warn_but_terminate_stays() -> None:
+    kernel = Kernel({"name": "p", "rules": [{"kind": "state_bounds", "bounds": [
+        {"index": 0, "low": -1, "high": 1},
+        {"index": 0, "low": -5, "high": 5, "severity": "critical"}]}]})
+    ctx = kernel.new_context()
+    assert kernel.review(outcome([0.5]), ctx).verdict == Verdict.ALLOW
+    high = kernel.review(outcome([2.0]), ctx)
+    assert high.verdict == Verdict.WARN and high.violations[0].severity == Severity.HIGH
+    assert kernel.review(outcome([9.0]), ctx).verdict == Verdict.TERMINATE
+
+
+class BoomParams(RuleParams):
+    mode: str = "raise"
+
+
+@register_rule
+class Boom(Rule):
+    """A deliberately broken rule kind, to test that the kernel fails closed."""
+
+    kind = "test_boom"
+    Params = BoomParams
+    checks_proposals = True
+    reviews_outcomes = True
+
+    def check(self, proposal: Proposal, state: Any) -> Sequence[Violation]:
+        if self.params.mode == "raise":
+            raise RuntimeError("kaboom")
+        if self.params.mode == "nan":
+            return [self.violation("x", "bad", cost=math.nan)]
+        return ["not a violation"]  # type: ignore[list-item]
+
+    def review(self, outcome: Outcome, state: Any) -> Sequence[Violation]:
+        raise KeyError("missing")
+
+
+@pytest.mark.parametrize("mode, fragment", [("raise", "RuntimeError: kaboom"),
+                                            ("nan", "cost must be finite"),
+                                            ("junk", "returned str, not a Violation")])
+def test_a_broken_rule_fails_closed(mode: str, fragment: str) -> None:
+    kernel = Kernel({"name": "p", "rules": [{"kind": "test_boom", "name": "boom", "mode": mode}]})
+    ctx = kernel.new_context()
+    decision = kernel.decide(Proposal(0), ctx)
+    assert decision.verdict == Verdict.TERMINATE
+    (violation,) = decision.violations
+    assert violation.code == "rule_error" and violation.severity == Severity.CRITICAL
+    assert violation.rule == "boom" and fragment in violation.message
+    post = kernel.review(outcome(), ctx)
+    assert post.violations[0].code == "rule_error" and "KeyError" in post.violations[0].message
+
+
+def test_violation_rejects_bad_costs() -> None:
+    for bad in (math.nan, math.inf, -0.1):
+        with pytest.raises(ValueError, match="finite"):
+            Violation("r", "c", Severity.LOW, "m", bad)
+
+
+def test_state_bounds_checks_all_bounds_at_once_and_nan() -> None:
+    kernel = Kernel({"name": "p", "rules": [{"kind": "state_bounds", "name": "sb", "bounds": [
+        {"index": 0, "low": -1, "high": 1, "label": "x"},
+        {"index": 2, "low": -0.1, "high": 0.1, "label": "theta"}]}]})
+    ctx = kernel.new_context()
+    decision = kernel.review(outcome([2.0, 0.0, -0.5, 0.0]), ctx)
+    assert [v.message.split("=")[0] for v in decision.violations] == ["x", "theta"]
+    nan = kernel.review(outcome([math.nan, 0.0, 0.0, 0.0]), ctx)
+    assert len(nan.violations) == 1  # NaN is never "inside" a bound
+
+
+def test_state_bounds_on_dict_observations() -> None:
+    kernel = Kernel({"name": "p", "rules": [{"kind": "state_bounds", "bounds": [
+        {"key": "pos", "index": 1, "low": 0, "high": 1}]}]})
+    ctx = kernel.new_context()
+    obs = {"pos": np.array([5.0, 0.5]), "vel": np.array([9.0])}
+    assert kernel.review(Outcome(obs, 0.0, False, False, {}), ctx).clean
+    obs["pos"][1] = 3.0
+    assert not kernel.review(Outcome(obs, 0.0, False, False, {}), ctx).clean
+
+
+def test_forbidden_actions_values_dims_and_ranges() -> None:
+    kernel = Kernel({"name": "p", "rules": [
+        {"kind": "forbidden_actions", "name": "v", "values": [2]},
+        {"kind": "forbidden_actions", "name": "d", "dims": {1: [0]}},
+        {"kind": "forbidden_actions", "name": "r", "ranges": [{"index": 0, "low": 1.5, "high": 2.5}]}]})
+    ctx = kernel.new_context()
+    assert kernel.decide(Proposal(np.int64(2)), ctx).violations[0].rule == "v"
+    assert kernel.decide(Proposal(np.array([3, 0])), ctx).violations[0].rule == "d"
+    assert kernel.decide(Proposal(np.array([3, 1])), ctx).clean
+    assert kernel.decide(Proposal(np.array([1.7], dtype=np.float32)), ctx).violations[0].rule == "r"
+    assert kernel.decide(Proposal(np.array([1.5], dtype=np.float32)), ctx).clean  # boundary allowed
+    repaired = kernel.rules[2].repair(np.array([1.7], dtype=np.float32), None)
+    assert repaired.tolist() == [1.5]
+
+
+def test_budget_with_action_costs_looks_ahead() -> None:
+    kernel = Kernel({"name": "p", "rules": [{"kind": "budget", "name": "b", "action_costs": {1: 4.0},
+                                             "soft": 5, "hard": 10}]})
+    ctx = kernel.new_context()
+    assert kernel.decide(Proposal(1), ctx).clean
+    kernel.review(outcome(action=1), ctx)  # spent 4
+    soft = kernel.decide(Proposal(1), ctx)  # 8 > soft
+    assert soft.violations[0].code == "soft_limit" and soft.verdict == Verdict.WARN
+    kernel.review(outcome(action=1), ctx)  # spent 8
+    hard = kernel.decide(Proposal(1), ctx)  # 12 > hard
+    assert hard.violations[0].code == "hard_limit" and hard.verdict == Verdict.TERMINATE
+    assert kernel.decide(Proposal(0), ctx).executes  # past soft: warned, not stopped
+    kernel.review(outcome(action=1, executed=False), ctx)  # a blocked action spends nothing
+    assert ctx.state["b"].spent == 8.0
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -3.0, "lots", None])
+def test_budget_never_accepts_a_bad_world_cost(bad: object) -> None:
+    kernel = Kernel({"name": "p", "rules": [{"kind": "budget", "name": "b", "info_key": "spend",
+                                             "hard": 10}]})
+    ctx = kernel.new_context()
+    kernel.review(outcome(info={"spend": 6.0}), ctx)
+    decision = kernel.review(outcome(info={"spend": bad}), ctx)
+    assert decision.violations[0].code == "invalid_cost"
+    assert decision.violations[0].severity == Severity.CRITICAL
+    assert ctx.state["b"].spent == 6.0  # neither reset nor corrupted
+    over = kernel.review(outcome(info={"spend": 5.0}), ctx)
+    assert over.violations[0].code == "hard_limit"
+
+
+def test_budget_rejects_a_nan_action_cost_and_keeps_counting() -> None:
+    kernel = Kernel({"name": "p", "rules": [{"kind": "budget", "name": "b", "norm": "l1", "hard": 3}]})
+    ctx = kernel.new_context()
+    nan_action = np.array([np.nan])
+    assert kernel.decide(Proposal(nan_action), ctx).violations[0].code == "invalid_cost"
+    assert kernel.review(outcome(action=nan_action), ctx).violations[0].code == "invalid_cost"
+    kernel.review(outcome(action=np.array([2.0])), ctx)
+    assert ctx.state["b"].spent == 2.0
+    assert kernel.decide(Proposal(np.array([2.0])), ctx).violations[0].code == "hard_limit"
+
+
+def test_rate_counts_only_executed_actions_in_the_window() -> None:
+    kernel = Kernel({"name": "p", "rules": [{"kind": "rate", "name": "r", "values": [1], "limit": 2,
+                                             "window": 4}]})
+    ctx = kernel.new_context()
+    for step, (action, executed) in enumerate([(1, True), (1, False), (1, True)]):
+        assert kernel.decide(Proposal(action), ctx).clean, step
+        kernel.review(outcome(action=action, executed=executed), ctx)
+    assert kernel.decide(Proposal(1), ctx).violations[0].code == "rate_exceeded"
+    assert kernel.decide(Proposal(0), ctx).clean
+    kernel.review(outcome(action=0), ctx)  # the window (steps 1-4) moves on: step 0 drops out
+    assert kernel.decide(Proposal(1), ctx).clean
+
+
+def test_rate_by_meaning_kind() -> None:
+    kernel = Kernel({"name": "p", "rules": [{"kind": "rate", "kinds": ["delete"], "limit": 1,
+                                             "window": 10}]})
+    ctx = kernel.new_context()
+    kernel.review(outcome(action="x", meaning={"kind": "delete"}), ctx)
+    assert not kernel.decide(Proposal("y", {"kind": "delete"}), ctx).clean
+    assert kernel.decide(Proposal("y", {"kind": "select"}), ctx).clean
+
+
+def test_action_mask_discrete_is_exact_and_never_empty() -> None:
+    from gymnasium.spaces import Discrete, MultiDiscrete
+
+    kernel = Kernel({"name": "p", "rules": [{"kind": "forbidden_actions", "values": [0, 2]}]})
+    ctx = kernel.new_context()
+    assert kernel.action_mask(Discrete(3), Proposal, ctx).tolist() == [False, True, False]
+    everything = Kernel({"name": "p", "rules": [{"kind": "forbidden_actions", "values": [0, 1]}]})
+    assert everything.action_mask(Discrete(2), Proposal, ctx).tolist() == [True, True]
+    md = Kernel({"name": "p", "rules": [{"kind": "forbidden_actions", "dims": {0: [1], 1: [0, 1]}}]})
+    assert md.action_mask(MultiDiscrete([3, 2]), Proposal, md.new_context()).tolist() == [
+        True, False, True, True, True]  # dimension 1 would be empty: left to the step-time verdict
+    warn_only = Kernel({"name": "p", "rules": [{"kind": "forbidden_actions", "dims": {0: [1]},
+                                                "severity": "low"}]})
+    assert warn_only.action_mask(MultiDiscrete([2]), Proposal, warn_only.new_context()).all()
+
+
+def test_batch_decisions_keep_order() -> None:
+    kernel = Kernel({"name": "p", "rules": [{"kind": "forbidden_actions", "values": [1]}]})
+    proposals = [Proposal(a, agent=f"agent_{i}") for i, a in enumerate([0, 1, 0, 1])]
+    verdicts = [d.verdict for d in kernel.decide_batch(proposals, kernel.new_context())]
+    assert verdicts == [Verdict.ALLOW, Verdict.BLOCK, Verdict.ALLOW, Verdict.BLOCK]
+
+
+anything = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children,
+                                                                     max_size=4),
+    max_leaves=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(action=anything, obs=anything, info=st.dictionaries(st.text(max_size=6), anything, max_size=3))
+def test_the_kernel_never_raises(action: Any, obs: Any, info: dict) -> None:
+    kernel = Kernel({"name": "all", "rules": [
+        {"kind": "forbidden_actions", "name": "fa", "values": [1], "dims": {0: [2]},
+         "ranges": [{"index": 0, "low": 0.5, "high": 0.7}]},
+        {"kind": "budget", "name": "b1", "norm": "l2", "hard": 5},
+        {"kind": "budget", "name": "b2", "info_key": "c", "hard": 5},
+        {"kind": "rate", "name": "r", "values": [1], "limit": 1, "window": 2},
+        {"kind": "state_bounds", "name": "sb", "bounds": [{"index": 0, "low": -1, "high": 1}]}]})
+    ctx = kernel.new_context()
+    for _ in range(2):
+        pre = kernel.decide(Proposal(action, observation=obs), ctx)
+        post = kernel.review(Outcome(obs, 0.0, False, False, {"c": info.get("c")}, action), ctx)
+        for decision in (pre, post):
+            assert isinstance(decision.verdict, Verdict)
+            assert math.isfinite(decision.cost) and decision.cost >= 0
