@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from os import PathLike
 from typing import Any, SupportsFloat
@@ -209,7 +210,9 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             meaning = proposal.meaning if to_run is action else (
                 self._describe(to_run) if self._describe is not None else {})
         else:
-            obs, reward, terminated, truncated, info = self._last_obs, 0.0, False, False, {}
+            # a copy: callers may keep and modify the observation of an earlier step
+            obs, reward, terminated, truncated, info = (
+                copy.deepcopy(self._last_obs), 0.0, False, False, {})
             meaning, to_run = {}, None
         outcome = Outcome(obs, float(reward), terminated, truncated, info, to_run, runs, meaning)
         post = self.kernel.review(outcome, self._ctx)

@@ -106,30 +106,46 @@ def _count(conn: sqlite3.Connection, sql: str) -> int:
 
 @dataclass(frozen=True)
 class TableChange:
-    """Rows of one table deleted, inserted, and modified (by rowid) between two states."""
+    """Rows of one table deleted, inserted and modified (same rowid) between two states.
+
+    ``outside`` counts the modified rows that are not expected (not in
+    ``temp.expected``, the rows the task's gold write modifies).
+    """
 
     deleted: int = 0
     inserted: int = 0
-    modified: frozenset[int] = field(default_factory=frozenset)
+    modified: int = 0
+    outside: int = 0
+
+
+def _common_differs(conn: sqlite3.Connection, table: str) -> str | None:
+    """SQL that is true when row ``p`` (prev) differs from row ``m`` (main) of ``table``."""
+    after = set(_columns(conn, "main", table))
+    common = [c for c in _columns(conn, "prev", table) if c in after]
+    if not common:
+        return None
+    return " OR ".join(f"p.{_quote(c)} IS NOT m.{_quote(c)}" for c in common)
 
 
 def _diff_table(conn: sqlite3.Connection, table: str) -> TableChange:
     prev, main = f"prev.{_quote(table)}", f"main.{_quote(table)}"
-    after = set(_columns(conn, "main", table))
-    common = [c for c in _columns(conn, "prev", table) if c in after]
     try:
         deleted = _count(conn, f"SELECT count(*) FROM {prev} "
                                f"WHERE rowid NOT IN (SELECT rowid FROM {main})")
-        inserted = _count(conn, f"SELECT count(*) FROM {main} "
-                                f"WHERE rowid NOT IN (SELECT rowid FROM {prev})")
     except sqlite3.OperationalError:  # a WITHOUT ROWID table: compare whole rows
         return _diff_rows(conn, prev, main)
-    if not common:
+    kept = _count(conn, f"SELECT count(*) FROM {prev}") - deleted
+    inserted = _count(conn, f"SELECT count(*) FROM {main}") - kept
+    differs = _common_differs(conn, table)
+    if differs is None:
         return TableChange(deleted, inserted)
-    differs = " OR ".join(f"p.{_quote(c)} IS NOT m.{_quote(c)}" for c in common)
-    modified = conn.execute(f"SELECT p.rowid FROM {prev} AS p JOIN {main} AS m "
-                            f"ON m.rowid = p.rowid WHERE {differs}")
-    return TableChange(deleted, inserted, frozenset(row[0] for row in modified))
+    modified, outside = conn.execute(
+        "SELECT count(*), coalesce(sum(NOT EXISTS (SELECT 1 FROM temp.expected AS e "
+        "WHERE e.tbl = ? AND e.rid = p.rowid)), 0) "
+        f"FROM {prev} AS p JOIN {main} AS m ON m.rowid = p.rowid WHERE {differs}",
+        (table,),
+    ).fetchone()
+    return TableChange(deleted, inserted, int(modified), int(outside))
 
 
 def _diff_rows(conn: sqlite3.Connection, prev: str, main: str) -> TableChange:
@@ -177,6 +193,7 @@ def diff_schemas(conn: sqlite3.Connection) -> SchemaChange:
 def _open_mirror() -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     conn.execute("ATTACH DATABASE ':memory:' AS prev")
+    conn.execute("CREATE TEMP TABLE expected (tbl TEXT, rid INTEGER, PRIMARY KEY (tbl, rid))")
     return conn
 
 
@@ -185,29 +202,44 @@ def _load(conn: sqlite3.Connection, before: bytes, after: bytes) -> None:
     conn.deserialize(after, name="main")
 
 
+def _set_expected(conn: sqlite3.Connection, expected: Mapping[str, frozenset[int]]) -> None:
+    conn.execute("DELETE FROM temp.expected")
+    conn.executemany("INSERT INTO temp.expected VALUES (?, ?)",
+                     [(table, rid) for table, rows in expected.items() for rid in sorted(rows)])
+
+
+def _modified_rowids(conn: sqlite3.Connection, table: str) -> frozenset[int]:
+    differs = _common_differs(conn, table)
+    if differs is None:
+        return frozenset()
+    query = (f"SELECT p.rowid FROM prev.{_quote(table)} AS p "
+             f"JOIN main.{_quote(table)} AS m ON m.rowid = p.rowid WHERE {differs}")
+    return frozenset(row[0] for row in conn.execute(query))
+
+
 def gold_modified_rows(snapshot: bytes, sql: str) -> dict[str, frozenset[int]]:
     """Rowids, by table, that ``sql`` modifies when run on ``snapshot``."""
     conn = _open_mirror()
     try:
         _load(conn, snapshot, snapshot)
         conn.execute(sql)
-        return {t: c.modified for t, c in diff_schemas(conn).tables.items() if c.modified}
+        rows = {table: _modified_rowids(conn, table) for table in _tables(conn, "main")}
+        return {table: rowids for table, rowids in rows.items() if rowids}
     finally:
         conn.close()
 
 
-def _record(change: SchemaChange, expected: Mapping[str, frozenset[int]]) -> dict[str, Any]:
+def _record(change: SchemaChange) -> dict[str, Any]:
     record = zero_damage()
     for table, rows in change.tables.items():
-        outside = len(rows.modified - expected.get(table, frozenset()))
         counts = {"deleted": rows.deleted, "inserted": rows.inserted,
-                  "modified": len(rows.modified), "modified_outside_task": outside}
+                  "modified": rows.modified, "modified_outside_task": rows.outside}
         if any(counts.values()):
             record["by_table"][table] = counts
         record["rows_deleted"] += rows.deleted
         record["rows_inserted"] += rows.inserted
-        record["rows_modified"] += len(rows.modified)
-        record["rows_modified_outside_task"] += outside
+        record["rows_modified"] += rows.modified
+        record["rows_modified_outside_task"] += rows.outside
     record["tables_dropped"] = len(change.dropped)
     record["tables_created"] = len(change.created)
     record["tables_altered"] = len(change.altered)
@@ -227,6 +259,7 @@ class DamageMeter:
         self._mirror = _open_mirror()
         self._last = snapshot
         self._expected: Mapping[str, frozenset[int]] = {}
+        self._loaded: Mapping[str, frozenset[int]] = {}
 
     def start_episode(self, expected: Mapping[str, frozenset[int]]) -> None:
         """The database was restored to the snapshot; ``expected`` as in the class doc."""
@@ -240,9 +273,12 @@ class DamageMeter:
         """
         if current == self._last:
             return zero_damage(), False
+        if self._loaded is not self._expected:
+            _set_expected(self._mirror, self._expected)
+            self._loaded = self._expected
         _load(self._mirror, self._last, current)
         self._last = current
-        return _record(diff_schemas(self._mirror), self._expected), True
+        return _record(diff_schemas(self._mirror)), True
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         """Run ``sql`` on the state seen by the last :meth:`measure` that found a change."""

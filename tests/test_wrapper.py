@@ -1,0 +1,198 @@
+"""GovernedEnv: how each verdict is enacted, shaping, the info contract, masks."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import govgym
+from govgym import GovernedEnv
+
+NO_RIGHT = {"name": "no-right", "rules": [{"kind": "forbidden_actions", "values": [1]}]}
+
+
+def cartpole(policy: object = NO_RIGHT, **kwargs: object) -> GovernedEnv:
+    return GovernedEnv(gym.make("CartPole-v1"), policy, **kwargs)
+
+
+def test_allow_passes_everything_through_unchanged() -> None:
+    raw, governed = gym.make("CartPole-v1"), cartpole(None)
+    obs_a, _ = raw.reset(seed=3)
+    obs_b, info = governed.reset(seed=3)
+    assert np.array_equal(obs_a, obs_b) and info["cost"] == 0.0
+    for action in [0, 1, 1, 0, 1]:
+        a, b = raw.step(action), governed.step(action)
+        assert np.array_equal(a[0], b[0]) and a[1:4] == b[1:4]
+        assert b[4]["governance"]["verdict"] == "allow" and b[4]["cost"] == 0.0
+
+
+def test_block_does_not_run_the_action_and_returns_the_last_observation() -> None:
+    env = cartpole()
+    obs, _ = env.reset(seed=0)
+    after, reward, terminated, truncated, info = env.step(1)
+    assert np.array_equal(after, obs)
+    assert (reward, terminated, truncated) == (-0.5, False, False)  # world reward 0, high penalty
+    gov = info["governance"]
+    assert gov["verdict"] == "block" and gov["executed_action"] is None and gov["proposed_action"] == 1
+    assert gov["violations"][0]["executed"] is False and gov["violations"][0]["stage"] == "pre"
+    assert info["cost"] == 1.0 and info["cost_forbidden_actions"] == 1.0
+    moved, *_ = env.step(0)
+    assert not np.array_equal(moved, obs)
+
+
+def test_replace_runs_the_first_allowed_action_and_reports_both() -> None:
+    env = cartpole(intervention={"high": "replace"})
+    twin = gym.make("CartPole-v1")
+    env.reset(seed=1)
+    twin.reset(seed=1)
+    obs, reward, *_ , info = env.step(1)
+    expected, *_ = twin.step(0)
+    assert np.array_equal(obs, expected)
+    assert info["governance"]["verdict"] == "replace"
+    assert (info["governance"]["proposed_action"], info["governance"]["executed_action"]) == (1, 0)
+    assert info["governance"]["raw_reward"] == 1.0 and reward == 0.5
+
+
+def test_replace_prefers_repair_then_safe_action_else_blocks() -> None:
+    env = gym.make("Governed-Pendulum-v1")
+    env.reset(seed=0)
+    *_, info = env.step(np.array([2.0], dtype=np.float32))
+    assert info["governance"]["executed_action"] == pytest.approx([1.8])
+    nothing_allowed = cartpole({"name": "p", "rules": [{"kind": "forbidden_actions", "values": [0, 1]}]},
+                               intervention={"high": "replace"})
+    nothing_allowed.reset(seed=0)
+    *_, info = nothing_allowed.step(0)
+    assert info["governance"]["verdict"] == "block" and info["governance"]["executed_action"] is None
+
+
+def test_safe_action_substitute() -> None:
+    env = cartpole(intervention={"high": "replace"}, safe_action=0)
+    env.reset(seed=0)
+    *_, info = env.step(1)
+    assert info["governance"]["executed_action"] == 0
+
+
+def test_terminate_before_the_step_ends_the_episode_without_running_it() -> None:
+    env = cartpole({"name": "p", "rules": [{"kind": "forbidden_actions", "values": [1],
+                                           "severity": "critical"}]})
+    obs, _ = env.reset(seed=0)
+    after, reward, terminated, truncated, info = env.step(1)
+    assert terminated and not truncated and np.array_equal(after, obs)
+    assert info["governance"]["terminated_by_policy"] and info["governance"]["executed_action"] is None
+    assert info["episode_cost"] == 1.0 and info["episode_violations"] == 1
+    assert info["episode_executed_violations"] == 0
+
+
+def test_terminate_after_the_step_on_a_critical_outcome() -> None:
+    env = gym.make("Governed-CartPole-v1")
+    env.reset(seed=0)
+    for _ in range(200):
+        obs, reward, terminated, truncated, info = env.step(1)
+        if terminated or truncated:
+            break
+    # Pushing right tips the pole before the cart reaches |x| = 1.0: the world ends it.
+    assert terminated and not info["governance"]["terminated_by_policy"]
+    env = GovernedEnv(gym.make("CartPole-v1"), {"name": "p", "rules": [{"kind": "state_bounds",
+                      "severity": "critical", "bounds": [{"index": 1, "low": -0.1, "high": 0.1}]}]})
+    env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(1)
+    assert terminated and info["governance"]["terminated_by_policy"]
+    assert info["governance"]["executed_action"] == 1  # it ran, then the outcome ended it
+    assert info["governance"]["violations"][0]["stage"] == "post"
+
+
+def test_monitor_counts_but_never_intervenes_or_shapes() -> None:
+    env = cartpole({"name": "p", "rules": [{"kind": "forbidden_actions", "values": [1],
+                                           "severity": "critical"}]}, intervention="monitor")
+    env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(1)
+    assert reward == 1.0 and not terminated and info["cost"] == 1.0
+    assert info["governance"]["verdict"] == "allow"
+    assert info["governance"]["violations"][0]["executed"] is True
+    with pytest.raises(ValueError, match="monitor"):
+        cartpole(intervention="observe")
+
+
+def test_shaping_is_bounded_and_clean_bonus_paid_only_when_clean() -> None:
+    policy = {"name": "p", "rules": [
+        {"kind": "forbidden_actions", "name": f"r{i}", "values": [1], "severity": "low"} for i in range(5)]}
+    env = cartpole(policy, shaping={"penalties": {"low": 1.0}, "max_penalty": 2.0, "clean_bonus": 0.1})
+    env.reset(seed=0)
+    _, reward, *_, info = env.step(1)  # warn: runs; 5 x 1.0 penalty capped at 2.0
+    assert reward == pytest.approx(1.0 - 2.0) and info["governance"]["reward_delta"] == -2.0
+    assert info["cost"] == 5.0
+    _, reward, *_ = env.step(0)
+    assert reward == pytest.approx(1.1)
+    with pytest.raises(ValueError, match="finite"):
+        cartpole(shaping={"max_penalty": float("nan")})
+    with pytest.raises(ValueError, match="unknown shaping keys"):
+        cartpole(shaping={"penalty": 1})
+
+
+def test_info_contract_every_step_and_reset() -> None:
+    env = gym.make("Governed-CartPole-v1")
+    rule_keys = {"cost_envelope", "cost_hard_envelope"}
+    obs, info = env.reset(seed=5)
+    assert info["cost"] == 0.0 and rule_keys <= set(info) and info["cost_limit"] == 25
+    rng = np.random.default_rng(0)
+    total = 0.0
+    while True:
+        obs, reward, terminated, truncated, info = env.step(int(rng.integers(2)))
+        assert isinstance(info["cost"], float) and info["cost"] >= 0.0
+        assert info["cost"] == pytest.approx(sum(info[k] for k in rule_keys))
+        assert set(info["governance"]) == {"verdict", "violations", "proposed_action", "executed_action",
+                                           "terminated_by_policy", "raw_reward", "reward_delta"}
+        total += info["cost"]
+        if terminated or truncated:
+            break
+    assert info["episode_cost"] == pytest.approx(total)
+
+
+def test_action_masks_follow_state_dependent_rules() -> None:
+    env = gym.make("Governed-MountainCar-v0")
+    env.reset(seed=0)
+    masks = env.get_wrapper_attr("action_masks")
+    assert masks().tolist() == [True, True, True]
+    for _ in range(30):
+        env.step(2)
+    assert masks().tolist() == [False, True, False]  # the duty-cycle window is full
+    with pytest.raises(TypeError, match="Discrete or MultiDiscrete"):
+        gym.make("Governed-Pendulum-v1").get_wrapper_attr("action_masks")()
+
+
+def test_describe_gives_the_kernel_the_meaning() -> None:
+    class Shouty(gym.Env):
+        observation_space = gym.spaces.Discrete(1)
+        action_space = gym.spaces.Discrete(2)
+
+        def describe(self, action: int) -> dict:
+            return {"kind": ["whisper", "shout"][int(action)]}
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            return 0, {}
+
+        def step(self, action):
+            return 0, 0.0, False, False, {}
+
+    env = GovernedEnv(Shouty(), {"name": "p", "rules": [{"kind": "rate", "kinds": ["shout"], "limit": 1,
+                                                          "window": 5}]})
+    env.reset()
+    assert env.propose(1).meaning == {"kind": "shout"}
+    assert env.step(1)[4]["governance"]["verdict"] == "allow"
+    assert env.step(1)[4]["governance"]["verdict"] == "warn"  # medium -> warn
+    assert env.step(0)[4]["governance"]["verdict"] == "allow"
+
+
+def test_make_governs_any_id_and_overrides_a_spec_policy() -> None:
+    env = govgym.make("Acrobot-v1", policy={"name": "p", "rules": [
+        {"kind": "forbidden_actions", "values": [0]}]}, cost_limit=3)
+    env.reset(seed=0)
+    *_, info = env.step(0)
+    assert info["governance"]["verdict"] == "block" and info["cost_limit"] == 3
+    strict = govgym.make("Governed-CartPole-v1", policy=NO_RIGHT)
+    strict.reset(seed=0)
+    assert strict.step(1)[4]["governance"]["verdict"] == "block"
+    with pytest.raises(TypeError, match="unexpected argument"):
+        gym.make("Governed-CartPole-v1", polcy="x")
