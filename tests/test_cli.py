@@ -1,0 +1,72 @@
+"""The govgym command: output and exit codes, run as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+
+from govgym.cli import main
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "govgym", *args], capture_output=True, text=True)
+
+
+def test_envs_lists_ids_with_world_and_policy() -> None:
+    result = run("envs")
+    assert result.returncode == 0
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
+    assert rows["Governed-CartPole-v1"] == ["world=CartPole-v1", "policy=cartpole-envelope"]
+
+
+def test_policy_show_list_and_check(tmp_path: Path, capsys) -> None:
+    assert main(["policy", "show", "cartpole-envelope"]) == 0
+    shown = capsys.readouterr().out
+    assert "name: cartpole-envelope" in shown and "kind: state_bounds" in shown
+    assert main(["policy", "list"]) == 0
+    assert "pendulum-energy" in capsys.readouterr().out
+    good = tmp_path / "good.yaml"
+    good.write_text("name: good\nrules:\n  - kind: rate\n    limit: 2\n    window: 5\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nrules:\n  - kind: rate\n    limit: 0\n    window: 5\n")
+    assert main(["policy", "check", str(good)]) == 0
+    assert "ok (policy 'good', 1 rule(s))" in capsys.readouterr().out
+    assert main(["policy", "check", str(good), str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "line 4, rule 'rate', field rules.0.limit" in err
+    assert main(["policy", "check", str(tmp_path / "none.yaml")]) == 2
+
+
+def test_unknown_policy_name_exits_2_and_lists_available() -> None:
+    result = run("policy", "show", "nope")
+    assert result.returncode == 2
+    assert "no policy named 'nope'" in result.stderr and "cartpole-envelope" in result.stderr
+
+
+def test_audit_verify_and_summary(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    env = gym.make("Governed-CartPole-v1", audit_path=str(path))
+    env.reset(seed=0)
+    for step in range(20):
+        env.step(step % 2)
+    env.close()
+    verified = run("audit", "verify", str(path))
+    assert verified.returncode == 0 and "chain intact" in verified.stdout
+    summary = run("audit", "summary", str(path))
+    assert summary.returncode == 0 and "envelope" in summary.stdout and "per 1,000" in summary.stdout
+    lines = path.read_text().splitlines()
+    lines[4] = lines[4].replace('"step":4', '"step":40')
+    path.write_text("\n".join(lines) + "\n")
+    broken = run("audit", "verify", str(path))
+    assert broken.returncode == 1 and f"{path}:5: chain broken" in broken.stderr
+    assert run("audit", "summary", str(path)).returncode == 1
+    missing = run("audit", "verify", str(tmp_path / "missing.jsonl"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_bad_arguments_exit_2() -> None:
+    assert run("policy").returncode == 2
+    assert run("frobnicate").returncode == 2
