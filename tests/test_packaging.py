@@ -33,11 +33,11 @@ def test_installed_wheel_makes_every_id_outside_the_repository(wheel: Path, tmp_
     zipfile.ZipFile(wheel).extractall(site)
     code = (
         "import gymnasium as gym, govgym; "
-        "assert govgym.__file__.startswith(%r), govgym.__file__; "
+        f"assert govgym.__file__.startswith({str(site)!r}), govgym.__file__; "
         "ids = sorted(govgym.ENV_SPECS); "
         "[gym.make(i).reset(seed=0) for i in ids]; "
         "gym.make('govgym:Governed-CartPole-v1'); print(len(ids))"
-    ) % str(site)
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                             env={"PYTHONPATH": str(site), "PATH": ""})
     assert result.returncode == 0, result.stderr
