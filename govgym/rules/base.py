@@ -68,6 +68,13 @@ class Rule:
         """A nearby action this rule allows, or ``None``. Used by the ``replace`` verdict."""
         return None
 
+    def attach(self, world: Any) -> None:
+        """Called once with the unwrapped world when a wrapper is built around it.
+
+        A rule that also enforces itself inside the world (the ``sql`` rule installs an
+        SQLite authorizer on the world's connection) does it here; most rules do nothing.
+        """
+
     def violation(self, code: str, message: str, severity: Severity | None = None,
                   cost: float | None = None) -> Violation:
         return Violation(

@@ -111,6 +111,8 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.safe_action = safe_action
         self.cost_limit = cost_limit
         self._describe = getattr(env.unwrapped, "describe", None)
+        for rule in self.kernel.rules:
+            rule.attach(env.unwrapped)
         self._cost_keys = [f"cost_{name}" for name in self.kernel.rule_names]
         self.recorder: Recorder | None = None
         if audit_path is not None:
