@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.govgym-installed
 TORCH := torch==2.13.0
+# Older Gymnasium releases the suite also runs against (1.0.0: the oldest we support;
+# 1.2.2: what Ray 2.60 pins), installed beside the venv and put first on PYTHONPATH.
+GYM_COMPAT := 1.0.0 1.2.2
 PYTEST_ARGS ?=
 
 .PHONY: demo test install bench lint clean
@@ -17,6 +20,9 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install $(TORCH)
 	$(BIN)/python -m pip install -e '.[all,dev]'
+	for v in $(GYM_COMPAT); do \
+	  $(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/compat/gymnasium-$$v gymnasium==$$v || exit 1; \
+	done
 	touch $(STAMP)
 
 install: $(STAMP)
