@@ -274,3 +274,15 @@ def test_the_kernel_never_raises(action: Any, obs: Any, info: dict) -> None:
         for decision in (pre, post):
             assert isinstance(decision.verdict, Verdict)
             assert math.isfinite(decision.cost) and decision.cost >= 0
+
+
+def test_a_broken_rule_does_not_replay_the_other_rules() -> None:
+    """Stateful rules run exactly once per step even when a neighbour raises."""
+    kernel = Kernel({"name": "p", "rules": [
+        {"kind": "rate", "name": "r", "limit": 5, "window": 10},
+        {"kind": "test_boom", "name": "boom"},
+        {"kind": "budget", "name": "b", "action_costs": {0: 1.0}, "hard": 10}]})
+    ctx = kernel.new_context()
+    decision = kernel.review(outcome(action=0), ctx)
+    assert [v.code for v in decision.violations] == ["rule_error"]
+    assert list(ctx.state["r"].times) == [0] and ctx.state["b"].spent == 1.0

@@ -83,35 +83,43 @@ class Kernel:
             verdict = _AFTER_THE_FACT.get(verdict, verdict)
         return Decision(verdict, tuple(violations), sum(v.cost for v in violations), stage)
 
-    def _call(self, rule: Rule, method: Callable[[Any, Any], Any], arg: Any,
-              state: Any) -> Sequence[Violation]:
-        try:
-            found = method(arg, state)
-            for v in found:
-                if not isinstance(v, Violation):
-                    raise TypeError(f"returned {type(v).__name__}, not a Violation")
-            return found
-        except Exception as exc:  # fail closed: a broken rule is a critical violation
-            return [Violation(rule.name, "rule_error", Severity.CRITICAL,
-                              f"{type(exc).__name__}: {exc}", max(rule.cost, 1.0))]
+    @staticmethod
+    def _rule_error(rule: Rule, exc: Exception) -> list[Violation]:
+        return [Violation(rule.name, "rule_error", Severity.CRITICAL, f"{type(exc).__name__}: {exc}",
+                          max(rule.cost, 1.0))]
+
+    def _run(self, rules: list[Rule], stage: str, arg: Any, ctx: Context) -> Decision | None:
+        """Every rule of one stage, each exactly once; ``None`` when none found anything.
+
+        A rule that raises, or returns something that is not a Violation, yields a
+        critical ``rule_error`` in place of its result (fail closed); the other rules'
+        results and state updates stand.
+        """
+        state = ctx.state
+        violations: list[Violation] = []
+        for rule in rules:
+            try:  # free in CPython >= 3.11 when nothing is raised
+                found = (rule.check if stage == "pre" else rule.review)(arg, state.get(rule.name))
+                if found:
+                    for v in found:
+                        if type(v) is not Violation and not isinstance(v, Violation):
+                            raise TypeError(f"returned {type(v).__name__}, not a Violation")
+                    violations.extend(found)
+            except Exception as exc:  # fail closed: a broken rule is a critical violation
+                violations.extend(self._rule_error(rule, exc))
+        return self._judge(violations, stage) if violations else None
 
     def decide(self, proposal: Proposal, ctx: Context) -> Decision:
         """The verdict on a proposal before it reaches the world."""
         if not self._pre:
             return _ALLOW_PRE
-        violations: list[Violation] = []
-        for rule in self._pre:
-            violations.extend(self._call(rule, rule.check, proposal, ctx.state.get(rule.name)))
-        return self._judge(violations, "pre") if violations else _ALLOW_PRE
+        return self._run(self._pre, "pre", proposal, ctx) or _ALLOW_PRE
 
     def review(self, outcome: Outcome, ctx: Context) -> Decision:
         """The verdict on an outcome after the step; updates per-episode rule state."""
         if not self._post:
             return _ALLOW_POST
-        violations: list[Violation] = []
-        for rule in self._post:
-            violations.extend(self._call(rule, rule.review, outcome, ctx.state.get(rule.name)))
-        return self._judge(violations, "post") if violations else _ALLOW_POST
+        return self._run(self._post, "post", outcome, ctx) or _ALLOW_POST
 
     def decide_batch(self, proposals: Sequence[Proposal], ctx: Context) -> list[Decision]:
         """Decide many agents' proposals of one step, in the order given."""

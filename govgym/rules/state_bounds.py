@@ -76,6 +76,8 @@ class StateBounds(Rule):
         ]
         self._labels = [b.label or f"obs[{b.index}]" for b in bounds]
         self._bound_keys = [b.key for b in bounds]
+        # flat bounds checked on Python floats: ~10x faster than numpy for a few entries
+        self._flat = None if self._keys else [(b.index, b.low, b.high) for b in bounds]
 
     def _values(self, observation: Any) -> np.ndarray:
         if not self._keys:
@@ -87,7 +89,19 @@ class StateBounds(Rule):
         return values
 
     def review(self, outcome: Outcome, state: Any) -> Sequence[Violation]:
-        values = self._values(outcome.observation)
+        observation = outcome.observation
+        if self._flat is not None and type(observation) is np.ndarray and observation.ndim == 1:
+            entries = observation.tolist()
+            found = []
+            for i, (index, low, high) in enumerate(self._flat):
+                value = entries[index]
+                if not low <= value <= high:  # NaN fails both comparisons
+                    found.append(Violation(
+                        self.name, "out_of_bounds", self._severities[i],
+                        f"{self._labels[i]}={value:.4g} outside [{low:.4g}, {high:.4g}]",
+                        self.cost))
+            return found
+        values = self._values(observation)
         bad = np.flatnonzero((values < self._low) | (values > self._high) | np.isnan(values))
         return [
             self.violation(
