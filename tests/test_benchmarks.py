@@ -58,10 +58,11 @@ def test_overhead_results(overhead: tuple[dict[str, Any], Path]) -> None:
     _check_environment(data, out)
     variants = data["steps"]["variants"]
     assert set(variants) == {"raw", "wrapper", "governed_empty", "governed_bounds_recorder",
-                             "governed_bounds"}
+                             "governed_bounds", "governed_bounds_recorder_clean"}
     for v in variants.values():
         assert _positive(v["ns_per_step"]["median"])
         assert _positive(v["ratio_to_raw"]) and _positive(v["ratio_to_raw_paired_median"])
+        assert _positive(v["cpu_ns_per_step"]["median"]) and _positive(v["cpu_ratio_to_raw"])
         assert len(v["samples_ns_per_step"]) == data["parameters"]["repeats"]
     assert variants["raw"]["ratio_to_raw"] == 1.0
     for key in ("govgym", "gymnasium", "govgym_inherited_env"):

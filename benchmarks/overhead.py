@@ -1,0 +1,376 @@
+"""Per-step overhead of governing CartPole-v1, and the time ``import govgym`` takes.
+
+Variants, all stepping the same pre-generated actions from the same reset seed:
+
+- ``raw``: ``gym.make("CartPole-v1")``
+- ``wrapper``: a pass-through ``gym.Wrapper`` around it (the floor for any wrapper)
+- ``governed_empty``: ``GovernedEnv(..., policy=None)``
+- ``governed_bounds_recorder``: ``GovernedEnv(..., policy="cartpole-envelope")`` with the
+  audit recorder writing to a temporary folder
+- ``governed_bounds``: the same policy without the recorder
+- ``governed_bounds_recorder_clean``: the same rules and recorder, but with bounds so
+  wide that no step breaks them: the fixed cost of a governed step, apart from the cost
+  of violations (with random actions the shipped envelope is broken on many steps; the
+  run's ``workload`` section says how many). No target; for reading the others.
+
+What is timed: the whole loop of ``steps`` calls to ``step``, including the ``reset()``
+that follows every episode end (identical in every variant), divided by ``steps``. So the
+numbers are "per step, resets amortised". The recorder's flushes (every 1,024 records and
+at each episode end) fall inside the loop, so their cost is included. Building the env, a
+warm-up of ``warmup`` steps and closing it are outside. The garbage collector stays on
+(it is on in training too) and runs a full collection before each timed loop. The loop
+reads both the wall clock (``perf_counter_ns``, the headline: targets are judged on it)
+and the thread's CPU clock (``thread_time_ns``, which leaves out time the process spent
+descheduled: a cross-check when other work shares the machine).
+
+Each repeat runs every variant once, in an order rotated by one per repeat, so drift on
+the machine affects every variant alike. The headline is the median ns/step over
+repeats; the ratio to raw is the ratio of those medians. The median of the per-repeat
+ratios (each variant against the raw run of the same repeat) is reported too, as a
+check: when the two disagree much, the machine was noisy.
+
+``import govgym`` is timed in fresh interpreters (in-process ``perf_counter`` around the
+import), interleaved with ``import gymnasium`` (a floor: govgym imports it), with a warm
+bytecode cache in a temporary ``PYTHONPYCACHEPREFIX`` (what an installed package sees) and
+in the environment as inherited (which may set ``PYTHONDONTWRITEBYTECODE``).
+
+Run: ``python benchmarks/overhead.py`` (about a minute; ``--quick`` for a smoke test;
+``--profile governed_bounds_recorder`` prints a cProfile of one variant instead).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from _common import (
+    base_parser,
+    environment,
+    environment_markdown,
+    fmt_ns,
+    markdown_table,
+    quick_banner,
+    rotated,
+    stats,
+    write_results,
+)
+
+from govgym import GovernedEnv, load_policy
+
+ENV_ID = "CartPole-v1"
+POLICY = "cartpole-envelope"
+SEED = 0
+ACTION_SEED = 12345
+
+VARIANTS: dict[str, str] = {
+    "raw": f'gym.make("{ENV_ID}")',
+    "wrapper": "gym.Wrapper(raw): pass-through",
+    "governed_empty": "GovernedEnv(raw, policy=None)",
+    "governed_bounds_recorder": f'GovernedEnv(raw, policy="{POLICY}", audit_path=<tmp>)',
+    "governed_bounds": f'GovernedEnv(raw, policy="{POLICY}")',
+    "governed_bounds_recorder_clean": "as governed_bounds_recorder, bounds never broken",
+}
+
+# (variant, limit on its median ratio to raw, where the target comes from)
+TARGETS = [
+    ("governed_empty", 1.1, "empty policy <= 1.1x raw"),
+    ("governed_bounds_recorder", 1.3, "state bounds + recorder <= 1.3x raw"),
+]
+IMPORT_TARGET_S = 0.3
+
+FULL = {"repeats": 15, "steps": 20_000, "warmup": 500, "import_runs": 7}
+QUICK = {"repeats": 2, "steps": 300, "warmup": 20, "import_runs": 2}
+
+
+def make_variant(name: str, audit_dir: Path) -> gym.Env:
+    world = gym.make(ENV_ID)
+    if name == "raw":
+        return world
+    if name == "wrapper":
+        return gym.Wrapper(world)
+    if name == "governed_empty":
+        return GovernedEnv(world, policy=None)
+    if name == "governed_bounds":
+        return GovernedEnv(world, policy=POLICY)
+    if name == "governed_bounds_recorder":
+        return GovernedEnv(world, policy=POLICY, audit_path=audit_dir / f"{name}.jsonl",
+                           run_id="bench")
+    if name == "governed_bounds_recorder_clean":
+        return GovernedEnv(world, policy=never_broken(POLICY),
+                           audit_path=audit_dir / f"{name}.jsonl", run_id="bench")
+    raise ValueError(f"unknown variant {name!r}")
+
+
+def never_broken(policy: str) -> dict[str, Any]:
+    """``policy`` with every bound widened to +-1e9: same rules, no violations."""
+    data = load_policy(policy).to_dict()
+    for rule in data["rules"]:
+        for bound in rule.get("bounds", ()):
+            bound["low"], bound["high"] = -1e9, 1e9
+    return data
+
+
+def timed_steps(env: gym.Env, actions: list[int]) -> tuple[int, int, int]:
+    """(wall ns, CPU ns, episodes ended) for stepping ``actions`` from ``reset(seed=SEED)``."""
+    env.reset(seed=SEED)
+    step, reset = env.step, env.reset
+    episodes = 0
+    gc.collect()
+    cpu_start = time.thread_time_ns()
+    start = time.perf_counter_ns()
+    for action in actions:
+        _, _, terminated, truncated, _ = step(action)
+        if terminated or truncated:
+            reset()
+            episodes += 1
+    wall = time.perf_counter_ns() - start
+    return wall, time.thread_time_ns() - cpu_start, episodes
+
+
+def harness_ns(actions: list[int]) -> float:
+    """The timing loop around a step that does nothing: included in every variant alike."""
+    result = (None, 0.0, False, False, {})
+
+    class Null:
+        def step(self, action: Any) -> tuple[Any, ...]:
+            return result
+
+        def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+            return None, {}
+
+    wall, _, _ = timed_steps(Null(), actions)  # type: ignore[arg-type]
+    return wall / len(actions)
+
+
+def characterise(actions: list[int], audit_dir: Path) -> dict[str, Any]:
+    """What the governed run does with these actions (untimed): how often rules fire."""
+    env = make_variant("governed_bounds_recorder", audit_dir / "characterise")
+    env.reset(seed=SEED)
+    steps_with_violation = violations = by_policy = episodes = 0
+    for action in actions:
+        _, _, terminated, truncated, info = env.step(action)
+        found = info["governance"]["violations"]
+        violations += len(found)
+        steps_with_violation += bool(found)
+        if terminated or truncated:
+            episodes += 1
+            by_policy += info["governance"]["terminated_by_policy"]
+            env.reset()
+    env.close()
+    recorder = env.recorder  # type: ignore[attr-defined]
+    size = recorder.path.stat().st_size
+    n = len(actions)
+    return {
+        "steps": n,
+        "episodes_ended": episodes,
+        "mean_episode_length": n / episodes if episodes else None,
+        "episodes_ended_by_policy": by_policy,
+        "steps_with_violation_fraction": steps_with_violation / n,
+        "violations_per_step": violations / n,
+        "audit_bytes_per_record": size / recorder.records_written,
+    }
+
+
+def run_steps(params: dict[str, int], audit_root: Path) -> dict[str, Any]:
+    actions = np.random.default_rng(ACTION_SEED).integers(0, 2, params["steps"]).tolist()
+    warm = actions[: params["warmup"]]
+    names = list(VARIANTS)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    cpu_samples: dict[str, list[float]] = {n: [] for n in names}
+    episodes: dict[str, set[int]] = {n: set() for n in names}
+    for repeat in range(params["repeats"]):
+        for name in rotated(names, repeat):
+            audit_dir = audit_root / f"r{repeat}"
+            env = make_variant(name, audit_dir)
+            timed_steps(env, warm)
+            wall, cpu, ended = timed_steps(env, actions)
+            env.close()
+            samples[name].append(wall / len(actions))
+            cpu_samples[name].append(cpu / len(actions))
+            episodes[name].add(ended)
+            for log in audit_dir.glob("*.jsonl"):
+                log.unlink()  # keep the temp folder small over repeats
+    raw, raw_cpu = stats(samples["raw"]), stats(cpu_samples["raw"])
+    variants: dict[str, Any] = {}
+    for name in names:
+        s, c = stats(samples[name]), stats(cpu_samples[name])
+        paired = [v / r for v, r in zip(samples[name], samples["raw"], strict=True)]
+        variants[name] = {
+            "what": VARIANTS[name],
+            "ns_per_step": s,
+            "ratio_to_raw": s["median"] / raw["median"],
+            "ratio_to_raw_paired_median": statistics.median(paired),
+            "overhead_ns_per_step": s["median"] - raw["median"],
+            "cpu_ns_per_step": c,
+            "cpu_ratio_to_raw": c["median"] / raw_cpu["median"],
+            "episodes_ended_per_run": sorted(episodes[name]),
+            "samples_ns_per_step": [round(x, 1) for x in samples[name]],
+            "samples_cpu_ns_per_step": [round(x, 1) for x in cpu_samples[name]],
+        }
+    return {
+        "variants": variants,
+        "harness_ns_per_step": harness_ns(actions),
+        "workload": characterise(actions, audit_root),
+    }
+
+
+_IMPORT_SNIPPET = ("import time; t0 = time.perf_counter(); import {module}; "
+                   "print(time.perf_counter() - t0)")
+
+
+def _import_once(module: str, env: dict[str, str], cwd: str) -> float:
+    done = subprocess.run([sys.executable, "-c", _IMPORT_SNIPPET.format(module=module)],
+                          env=env, cwd=cwd, capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def run_imports(runs: int) -> dict[str, Any]:
+    inherited = dict(os.environ)
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as cwd:
+        cached = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        cached["PYTHONPYCACHEPREFIX"] = cache
+        _import_once("govgym", cached, cwd)  # fill the bytecode cache
+        cases: dict[str, tuple[str, dict[str, str]]] = {
+            "govgym": ("govgym", cached),
+            "gymnasium": ("gymnasium", cached),
+            "govgym_inherited_env": ("govgym", inherited),
+        }
+        samples: dict[str, list[float]] = {k: [] for k in cases}
+        for run in range(runs):
+            for key in rotated(list(cases), run):
+                module, env = cases[key]
+                samples[key].append(_import_once(module, env, cwd))
+    result = {k: stats(v) for k, v in samples.items()}
+    bytecode_note = ("PYTHONDONTWRITEBYTECODE is set in the inherited environment: govgym "
+                     "(an editable install) is compiled from source on every import there"
+                     if inherited.get("PYTHONDONTWRITEBYTECODE") else
+                     "inherited environment writes bytecode normally")
+    return {
+        "seconds": result,
+        "govgym_minus_gymnasium_s": result["govgym"]["median"] - result["gymnasium"]["median"],
+        "note": bytecode_note,
+    }
+
+
+def verdicts(steps: dict[str, Any], imports: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for variant, limit, label in TARGETS:
+        value = steps["variants"][variant]["ratio_to_raw"]
+        out.append({"target": label, "variant": variant, "measured": value, "limit": limit,
+                    "unit": "x raw", "met": value <= limit})
+    for key, label in (("govgym", "import govgym < 0.3 s (warm bytecode cache)"),
+                       ("govgym_inherited_env", "import govgym < 0.3 s (inherited environment)")):
+        value = imports["seconds"][key]["median"]
+        out.append({"target": label, "variant": key, "measured": value, "limit": IMPORT_TARGET_S,
+                    "unit": "s", "met": value < IMPORT_TARGET_S})
+    return out
+
+
+def to_markdown(data: dict[str, Any]) -> str:
+    steps, imports, p = data["steps"], data["imports"], data["parameters"]
+    rows = []
+    for name, v in steps["variants"].items():
+        s = v["ns_per_step"]
+        rows.append([f"`{name}`", v["what"].replace("|", "\\|"), fmt_ns(s["median"]),
+                     f"{fmt_ns(s['q1'])} - {fmt_ns(s['q3'])}", f"{v['ratio_to_raw']:.2f}x",
+                     f"{v['ratio_to_raw_paired_median']:.2f}x",
+                     fmt_ns(v["overhead_ns_per_step"]) if name != "raw" else "-",
+                     fmt_ns(v["cpu_ns_per_step"]["median"]), f"{v['cpu_ratio_to_raw']:.2f}x"])
+    target_rows = []
+    for t in data["targets"]:
+        measured = (f"{t['measured']:.2f}x" if t["unit"] == "x raw" else f"{t['measured']:.3f} s")
+        target_rows.append([t["target"], measured, "met" if t["met"] else "**MISSED**"])
+    imp_rows = [[f"`import {'govgym' if k.startswith('govgym') else k}`"
+                 + (" (inherited env)" if k.endswith("inherited_env") else ""),
+                 f"{s['median']:.3f} s", f"{s['min']:.3f} - {s['max']:.3f} s"]
+                for k, s in imports["seconds"].items()]
+    w = steps["workload"]
+    parts = [
+        "# govgym step overhead on CartPole-v1",
+        quick_banner(data["quick"]),
+        environment_markdown(data["environment"]),
+        f"Parameters: {p['repeats']} repeats x {p['steps']:,} steps per variant (after "
+        f"{p['warmup']} warm-up steps), variants interleaved in rotated order; resets after "
+        f"each episode end are inside the timed loop for every variant. Median over repeats; "
+        f"ratio = median / median of raw (targets are judged on it). `paired` = median of "
+        f"per-repeat ratios; `CPU` = the same loop timed by the thread's CPU clock, which "
+        f"leaves out time the process spent descheduled (a check on a busy machine).",
+        "## Per step",
+        markdown_table(["variant", "what", "median / step", "IQR", "ratio", "paired",
+                        "overhead / step", "CPU / step", "CPU ratio"], rows),
+        f"Timing-loop cost included in every row: {fmt_ns(steps['harness_ns_per_step'])}/step. "
+        f"Workload (random actions, seed {ACTION_SEED}): mean episode "
+        f"{w['mean_episode_length']:.1f} steps, {w['steps_with_violation_fraction']:.0%} of "
+        f"governed steps carry a violation ({w['violations_per_step']:.2f} violations/step), "
+        f"{w['episodes_ended_by_policy']} of {w['episodes_ended']} episodes ended by policy, "
+        f"{w['audit_bytes_per_record']:.0f} audit bytes/record.",
+        "## import time (fresh interpreter)",
+        markdown_table(["import", "median", "range"], imp_rows),
+        f"{imports['note']}. govgym adds {imports['govgym_minus_gymnasium_s'] * 1e3:.0f} ms "
+        f"over `import gymnasium` (medians).",
+        "## Targets",
+        markdown_table(["target", "measured", "result"], target_rows),
+    ]
+    return "\n\n".join(part for part in parts if part)
+
+
+def profile(variant: str, steps: int) -> None:
+    import cProfile
+    import pstats
+
+    actions = np.random.default_rng(ACTION_SEED).integers(0, 2, steps).tolist()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = make_variant(variant, Path(tmp))
+        timed_steps(env, actions[:500])
+        profiler = cProfile.Profile()
+        profiler.runcall(timed_steps, env, actions)
+        env.close()
+    pstats.Stats(profiler).strip_dirs().sort_stats("tottime").print_stats(30)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=list(VARIANTS), default=None,
+                        help="print a cProfile of one variant instead of benchmarking")
+    args = parser.parse_args(argv)
+    params = dict(QUICK if args.quick else FULL)
+    if args.repeats is not None:
+        params["repeats"] = args.repeats
+    if args.profile:
+        profile(args.profile, params["steps"])
+        return 0
+    env_info = environment()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        steps = run_steps(params, Path(tmp))
+    imports = run_imports(params["import_runs"])
+    data: dict[str, Any] = {
+        "benchmark": "overhead",
+        "quick": args.quick,
+        "environment": env_info,
+        "parameters": {**params, "env_id": ENV_ID, "policy": POLICY, "reset_seed": SEED,
+                       "action_seed": ACTION_SEED, "resets_timed": True, "gc_enabled": True,
+                       # the policy file may change; record what was measured
+                       "policy_rules": load_policy(POLICY).to_dict()["rules"]},
+        "steps": steps,
+        "imports": imports,
+        "wall_time_s": time.perf_counter() - started,
+    }
+    data["targets"] = verdicts(steps, imports)
+    json_path, md_path = write_results(args.out, "overhead", data, to_markdown(data))
+    print(md_path.read_text(encoding="utf-8"))
+    print(f"wrote {json_path.name} and {md_path.name} to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
