@@ -17,6 +17,7 @@ An env spec file::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +34,8 @@ __all__ = ["ENV_SPECS", "EnvSpecError", "EnvSpecFile", "load_env_specs", "make",
 
 _SPEC_KEYS = {"id", "description", "world", "world_kwargs", "policy", "intervention", "shaping",
               "safe_action", "cost_limit", "max_episode_steps"}
-_WRAPPER_KEYS = {"intervention", "shaping", "safe_action", "cost_limit", "audit_path", "run_id",
-                 "flush_every"}
+_WRAPPER_KEYS = {"intervention", "shaping", "safe_action", "cost_limit", "max_episode_steps",
+                 "audit_path", "run_id", "flush_every"}
 
 
 class EnvSpecError(ValueError):
@@ -143,6 +144,9 @@ def make(env_id: str | gym.envs.registration.EnvSpec, policy: Any = None,
     :class:`GovernedEnv` and the rest to :func:`gymnasium.make`. The result records how
     it was built, so ``gymnasium.make(env.spec)`` rebuilds it.
     """
+    if isinstance(env_id, gym.envs.registration.EnvSpec) and _GOVERNED in {
+            w.entry_point for w in env_id.additional_wrappers}:
+        return _make_from_governed_spec(env_id, policy, kwargs)
     name = env_id.id if isinstance(env_id, gym.envs.registration.EnvSpec) else env_id
     if isinstance(name, str) and name.split(":")[-1] in ENV_SPECS:
         if policy is not None:
@@ -150,3 +154,21 @@ def make(env_id: str | gym.envs.registration.EnvSpec, policy: Any = None,
         return gym.make(env_id, **kwargs)
     wrapper_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _WRAPPER_KEYS}
     return GovernedEnv(gym.make(env_id, **kwargs), policy, **wrapper_kwargs)
+
+
+_GOVERNED = f"{GovernedEnv.__module__}:{GovernedEnv.__name__}"
+
+
+def _make_from_governed_spec(spec: gym.envs.registration.EnvSpec, policy: Any,
+                             kwargs: dict[str, Any]) -> gym.Env:
+    """Rebuild an env whose spec already carries GovernedEnv: govern it once, not twice;
+    ``policy`` and governance arguments update that wrapper's recorded arguments."""
+    overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in _WRAPPER_KEYS}
+    if policy is not None:
+        overrides["policy"] = policy
+    if overrides:
+        wrappers = tuple(
+            dataclasses.replace(w, kwargs={**(w.kwargs or {}), **overrides}) if w.entry_point == _GOVERNED
+            else w for w in spec.additional_wrappers)
+        spec = dataclasses.replace(spec, additional_wrappers=wrappers)
+    return gym.make(spec, **kwargs)

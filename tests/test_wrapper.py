@@ -34,7 +34,7 @@ def test_block_does_not_run_the_action_and_returns_the_last_observation() -> Non
     assert np.array_equal(after, obs)
     assert (reward, terminated, truncated) == (-0.5, False, False)  # world reward 0, high penalty
     gov = info["governance"]
-    assert gov["verdict"] == "block" and gov["executed_action"] is None and gov["proposed_action"] == 1
+    assert gov["verdict"] == "block" and gov["executed_action"] is None and gov["proposed_action"] == [1]
     assert gov["violations"][0]["executed"] is False and gov["violations"][0]["stage"] == "pre"
     assert info["cost"] == 1.0 and info["cost_forbidden_actions"] == 1.0
     moved, *_ = env.step(0)
@@ -50,7 +50,7 @@ def test_replace_runs_the_first_allowed_action_and_reports_both() -> None:
     expected, *_ = twin.step(0)
     assert np.array_equal(obs, expected)
     assert info["governance"]["verdict"] == "replace"
-    assert (info["governance"]["proposed_action"], info["governance"]["executed_action"]) == (1, 0)
+    assert (info["governance"]["proposed_action"], info["governance"]["executed_action"]) == ([1], [0])
     assert info["governance"]["raw_reward"] == 1.0 and reward == 0.5
 
 
@@ -70,7 +70,7 @@ def test_safe_action_substitute() -> None:
     env = cartpole(intervention={"high": "replace"}, safe_action=0)
     env.reset(seed=0)
     *_, info = env.step(1)
-    assert info["governance"]["executed_action"] == 0
+    assert info["governance"]["executed_action"] == [0]
 
 
 def test_terminate_before_the_step_ends_the_episode_without_running_it() -> None:
@@ -98,7 +98,7 @@ def test_terminate_after_the_step_on_a_critical_outcome() -> None:
     env.reset(seed=0)
     obs, reward, terminated, truncated, info = env.step(1)
     assert terminated and info["governance"]["terminated_by_policy"]
-    assert info["governance"]["executed_action"] == 1  # it ran, then the outcome ended it
+    assert info["governance"]["executed_action"] == [1]  # it ran, then the outcome ended it
     assert info["governance"]["violations"][0]["stage"] == "post"
 
 
@@ -196,3 +196,21 @@ def test_make_governs_any_id_and_overrides_a_spec_policy() -> None:
     assert strict.step(1)[4]["governance"]["verdict"] == "block"
     with pytest.raises(TypeError, match="unexpected argument"):
         gym.make("Governed-CartPole-v1", polcy="x")
+
+
+def test_blocked_steps_count_toward_the_episode_limit() -> None:
+    """A world's own TimeLimit never sees blocked steps; the governed layer still ends it."""
+    env = govgym.make("CartPole-v1", policy={"name": "p", "rules": [
+        {"kind": "forbidden_actions", "values": [0, 1]}]})
+    assert env.max_episode_steps == 500
+    env.reset(seed=0)
+    for step in range(1, 501):
+        *_, terminated, truncated, info = env.step(step % 2)
+        assert info["governance"]["verdict"] == "block"
+        if truncated:
+            break
+    assert step == 500 and truncated and not terminated
+    assert info["episode_violations"] == 500 and info["episode_executed_violations"] == 0
+    short = cartpole(None, max_episode_steps=3)
+    short.reset(seed=0)
+    assert [short.step(0)[3] for _ in range(3)] == [False, False, True]

@@ -29,20 +29,25 @@ _MAX_SUMMARY = 256
 
 
 def summarize_action(action: Any) -> Any:
-    """A bounded, JSON-ready copy of an action (numbers, lists or a truncated string)."""
+    """A bounded, JSON-ready copy of an action, always of the same type for one space:
+    a list for numbers and arrays (a scalar becomes ``[x]``), a (truncated) string for
+    text, ``None`` for no action.
+    """
     kind = type(action)
-    if kind is int or kind is float or kind is bool or action is None:
-        return action  # before getattr(int, "tolist"), whose miss costs ~250 ns
+    if kind is int or kind is float or kind is bool:
+        return [action]  # checked first: getattr(int, "tolist") misses slowly (~250 ns)
+    if action is None:
+        return None
     if isinstance(action, str):
         return action if len(action) <= _MAX_SUMMARY else action[:_MAX_SUMMARY] + "…"
     tolist = getattr(action, "tolist", None)
     if tolist is not None:
         value = tolist()
-        if not isinstance(value, list) or len(value) <= 64:
-            return value
-        return [*value[:64], "…"]
-    if action is None or isinstance(action, bool | int | float):
-        return action
+        if not isinstance(value, list):
+            return [value]
+        return value if len(value) <= 64 else [*value[:64], "…"]
+    if isinstance(action, int | float):
+        return [action]
     text = repr(action)
     return text if len(text) <= _MAX_SUMMARY else text[:_MAX_SUMMARY] + "…"
 

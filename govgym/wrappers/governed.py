@@ -68,8 +68,19 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     - ``governance``: ``verdict``, ``violations`` (plain dicts with ``stage`` and
       ``executed``), ``proposed_action``, ``executed_action`` (``None`` if nothing ran),
       ``terminated_by_policy``, ``raw_reward`` and ``reward_delta``
-    - at episode end: ``episode_cost``, ``episode_violations`` and
-      ``episode_executed_violations``; ``cost_limit`` when one is set
+    - ``episode_cost``, ``episode_violations``, ``episode_executed_violations``: running
+      totals of the episode so far (0 on reset), so the last step's info has the
+      episode's totals whoever ended it; ``cost_limit`` when one is set
+
+    Action summaries (``proposed_action``, ``executed_action``) are JSON-ready and of one
+    type per env: a list for numeric actions (a scalar becomes a one-element list), a
+    string for text actions, ``None`` when nothing ran. That keeps vector envs' info
+    arrays well-typed.
+
+    ``max_episode_steps`` (default: the world's own) truncates the episode after that
+    many *governed* steps, blocked ones included: a world's own ``TimeLimit`` only
+    counts the steps that reached it, and an agent that is always blocked must still
+    see its episode end.
 
     Example:
         >>> import gymnasium as gym
@@ -95,6 +106,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         shaping: Shaping | Mapping[str, Any] | None = None,
         safe_action: Any = None,
         cost_limit: float | None = None,
+        max_episode_steps: int | None = None,
         audit_path: str | PathLike[str] | None = None,
         run_id: str | None = None,
         flush_every: int = 1024,
@@ -102,6 +114,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(
             self, policy=_declarative(policy), intervention=intervention,
             shaping=_declarative(shaping), safe_action=safe_action, cost_limit=cost_limit,
+            max_episode_steps=max_episode_steps,
             audit_path=None if audit_path is None else str(audit_path), run_id=run_id,
             flush_every=flush_every,
         )
@@ -113,7 +126,12 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.kernel = Kernel(load_policy(policy), _MONITOR if monitor else intervention)
         self.shaping = Shaping.off() if monitor else Shaping.from_config(shaping)
         self.safe_action = safe_action
-        self.cost_limit = cost_limit
+        self.cost_limit = None if cost_limit is None else float(cost_limit)
+        # env.unwrapped.spec, not env.spec: a wrapper's spec property caches itself on first
+        # use, and computing it here would freeze the stack's spec before gym.make sets it
+        world_spec = env.unwrapped.spec
+        world_limit = world_spec.max_episode_steps if world_spec is not None else None
+        self.max_episode_steps = world_limit if max_episode_steps is None else int(max_episode_steps)
         self._describe = getattr(env.unwrapped, "describe", None)
         for rule in self.kernel.rules:
             rule.attach(env.unwrapped)
@@ -201,6 +219,9 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         }
         if self.cost_limit is not None:
             info["cost_limit"] = self.cost_limit
+        info["episode_cost"] = 0.0
+        info["episode_violations"] = 0
+        info["episode_executed_violations"] = 0
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
@@ -242,7 +263,8 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             "executed_action": summarize_action(action), "terminated_by_policy": False,
             "raw_reward": raw_reward, "reward_delta": delta,
         }
-        self._close_step(info, obs, terminated or truncated, proposed, "allow", [], 0.0, delta, None)
+        truncated = self._close_step(info, obs, terminated, truncated, proposed, "allow", [], 0.0,
+                                     delta, None)
         return obs, raw_reward + delta, terminated, truncated, info
 
     def _finish(self, proposal: Proposal, ran: Any, verdict: Verdict, pre: Decision,
@@ -272,6 +294,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             delta = self.shaping.clean_bonus
         raw_reward = outcome.reward
         terminated = outcome.terminated or stopped_by_policy
+        truncated = outcome.truncated and not stopped_by_policy  # ended by policy: terminated only
         info["cost"] = cost
         proposed = summarize_action(action)
         executed = None if ran is None else summarize_action(ran)
@@ -285,14 +308,15 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if self.recorder is not None and proposal.meaning:
             summary = {"action": proposed, **{k: summarize_action(v) for k, v in proposal.meaning.items()}}
         extra = {"executed_action": executed} if ran is not action else None
-        self._close_step(info, outcome.observation, terminated or outcome.truncated, summary, final_name,
-                         violations, cost, delta, extra)
-        return outcome.observation, raw_reward + delta, terminated, outcome.truncated, info
+        truncated = self._close_step(info, outcome.observation, terminated, truncated, summary,
+                                     final_name, violations, cost, delta, extra)
+        return outcome.observation, raw_reward + delta, terminated, truncated, info
 
-    def _close_step(self, info: dict[str, Any], obs: Any, episode_over: bool, summary: Any,
-                    verdict: str, violations: list[dict[str, Any]], cost: float, delta: float,
-                    extra: dict[str, Any] | None) -> None:
-        """What every step ends with: cost limit, the audit record, episode totals."""
+    def _close_step(self, info: dict[str, Any], obs: Any, terminated: bool, truncated: bool,
+                    summary: Any, verdict: str, violations: list[dict[str, Any]], cost: float,
+                    delta: float, extra: dict[str, Any] | None) -> bool:
+        """What every step ends with: the audit record, running episode totals, and the
+        step limit (blocked steps count too). Returns ``truncated``."""
         if self.cost_limit is not None:
             info["cost_limit"] = self.cost_limit
         if self.recorder is not None:
@@ -300,12 +324,16 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                                  extra=extra)
         self._step += 1
         self._last_obs = obs
-        if episode_over:
-            info["episode_cost"] = self._episode_cost
-            info["episode_violations"] = self._episode_violations
-            info["episode_executed_violations"] = self._episode_executed
-            if self.recorder is not None:
-                self.recorder.flush()
+        # running totals on every step: whoever ends the episode (the world, the policy,
+        # an outer TimeLimit), its last info carries the episode's totals
+        info["episode_cost"] = self._episode_cost
+        info["episode_violations"] = self._episode_violations
+        info["episode_executed_violations"] = self._episode_executed
+        if not terminated and self.max_episode_steps is not None and self._step >= self.max_episode_steps:
+            truncated = True
+        if (terminated or truncated) and self.recorder is not None:
+            self.recorder.flush()
+        return truncated
 
     def close(self) -> None:
         if self.recorder is not None and not self.recorder.closed:
