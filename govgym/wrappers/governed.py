@@ -32,6 +32,20 @@ def _declarative(value: Any) -> Any:
     return value
 
 
+def _time_limit_of(env: gym.Env) -> int | None:
+    """The step limit of a ``TimeLimit`` in the world's wrapper stack, if any.
+
+    Read from the wrappers, not ``env.spec``: a wrapper's ``spec`` property caches itself
+    on first use, and computing it here would freeze the stack's spec before
+    ``gym.make`` has set it.
+    """
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            return int(env._max_episode_steps)
+        env = env.env
+    return None
+
+
 class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Pass every action through a governance policy before and after it reaches ``env``.
 
@@ -127,11 +141,8 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.shaping = Shaping.off() if monitor else Shaping.from_config(shaping)
         self.safe_action = safe_action
         self.cost_limit = None if cost_limit is None else float(cost_limit)
-        # env.unwrapped.spec, not env.spec: a wrapper's spec property caches itself on first
-        # use, and computing it here would freeze the stack's spec before gym.make sets it
-        world_spec = env.unwrapped.spec
-        world_limit = world_spec.max_episode_steps if world_spec is not None else None
-        self.max_episode_steps = world_limit if max_episode_steps is None else int(max_episode_steps)
+        self.max_episode_steps = (_time_limit_of(env) if max_episode_steps is None
+                                  else int(max_episode_steps))
         self._describe = getattr(env.unwrapped, "describe", None)
         for rule in self.kernel.rules:
             rule.attach(env.unwrapped)
