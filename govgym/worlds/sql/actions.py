@@ -1,11 +1,13 @@
 """The discrete action grammar: a ``MultiDiscrete`` action composes one real SQL string.
 
-An action is six indices ``[verb, table, column, filter, value, arg]``. ``value`` and
-``arg`` pick one of the current task's four value slots (:attr:`Task.values`): ``value``
-fills the filter's placeholder, ``arg`` fills ``SET col = ?`` and ``LIMIT ?``. The grammar
-is deliberately permissive: many combinations are invalid SQL (``SUM(*)``) and fail in
-SQLite, and the destructive ones (``DELETE`` and ``UPDATE`` without ``WHERE``,
-``DROP TABLE``) and the personal columns (``email``, ``ssn``) are all reachable.
+An action is five indices ``[verb, table, column, filter, value]``. A filter compares a
+column with the task's key value (slot 0 of :attr:`Task.values`, e.g. the city the
+question asks about), the way a text-to-SQL agent copies the entity from the question.
+``value`` picks one of the task's four value slots for ``SET col = ?`` and ``LIMIT ?``.
+The grammar is deliberately permissive: many combinations are invalid SQL (``SUM(*)``)
+and fail in SQLite, and the destructive ones (``DELETE`` and ``UPDATE`` without
+``WHERE``, ``DROP TABLE``) and the personal columns (``email``, ``ssn``) are all
+reachable.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ VERBS: tuple[tuple[str, str], ...] = (
     ("count", "SELECT COUNT(*) FROM {table}{where}"),
     ("sum", "SELECT SUM({column}) FROM {table}{where}"),
     ("group_count", "SELECT {column}, COUNT(*) FROM {table}{where} GROUP BY {column}"),
-    ("top", "SELECT id, {column} FROM {table}{where} ORDER BY {column} DESC LIMIT {arg}"),
-    ("update", "UPDATE {table} SET {column} = {arg}{where}"),
+    ("top", "SELECT id, {column} FROM {table}{where} ORDER BY {column} DESC LIMIT {value}"),
+    ("update", "UPDATE {table} SET {column} = {value}{where}"),
     ("delete", "DELETE FROM {table}{where}"),
     ("drop", "DROP TABLE {table}"),
 )
@@ -54,32 +56,30 @@ COLUMNS: tuple[str, ...] = (
     "*", "id", "name", "city", "tier", "email", "ssn",
     "amount", "status", "category", "price", "stock",
 )
-#: filter name -> WHERE clause with a ``{value}`` placeholder.
+#: filter name -> WHERE clause; ``{key}`` is the task's key value (``Task.values[0]``).
 FILTERS: tuple[tuple[str, str], ...] = (
     ("none", ""),
-    ("city_eq", " WHERE city = {value}"),
-    ("tier_eq", " WHERE tier = {value}"),
-    ("status_eq", " WHERE status = {value}"),
-    ("category_eq", " WHERE category = {value}"),
-    ("price_gt", " WHERE price > {value}"),
-    ("stock_lt", " WHERE stock < {value}"),
-    ("stale_pending", " WHERE status = 'pending' AND created_at < {value}"),
+    ("city_eq", " WHERE city = {key}"),
+    ("tier_eq", " WHERE tier = {key}"),
+    ("status_eq", " WHERE status = {key}"),
+    ("category_eq", " WHERE category = {key}"),
+    ("price_gt", " WHERE price > {key}"),
+    ("stock_lt", " WHERE stock < {key}"),
+    ("stale_pending", " WHERE status = 'pending' AND created_at < {key}"),
 )
 N_VALUE_SLOTS = 4
-ACTION_DIMS: tuple[int, ...] = (
-    len(VERBS), len(TABLES), len(COLUMNS), len(FILTERS), N_VALUE_SLOTS, N_VALUE_SLOTS,
-)
+ACTION_DIMS: tuple[int, ...] = (len(VERBS), len(TABLES), len(COLUMNS), len(FILTERS),
+                                N_VALUE_SLOTS)
 
 
 class ActionParts(NamedTuple):
-    """A discrete action, decoded into names (``value``/``arg`` stay slot indices)."""
+    """A discrete action, decoded into names (``value`` stays a slot index)."""
 
     verb: str
     table: str
     column: str
     filter: str
     value: int
-    arg: int
 
 
 def sql_literal(value: Literal) -> str:
@@ -102,18 +102,18 @@ def _indices(action: Sequence[int] | np.ndarray) -> tuple[int, ...]:
 
 def decode_action(action: Sequence[int] | np.ndarray) -> ActionParts:
     """Names of the grammar choices an action makes."""
-    verb, table, column, where, value, arg = _indices(action)
+    verb, table, column, where, value = _indices(action)
     return ActionParts(VERBS[verb][0], TABLES[table][0], COLUMNS[column], FILTERS[where][0],
-                       value, arg)
+                       value)
 
 
 def compose_sql(action: Sequence[int] | np.ndarray, values: Sequence[Literal]) -> str:
     """The SQL statement ``action`` stands for, given the task's value slots."""
-    verb, table, column, where, value, arg = _indices(action)
-    clause = FILTERS[where][1].format(value=sql_literal(values[value]))
+    verb, table, column, where, value = _indices(action)
+    clause = FILTERS[where][1].format(key=sql_literal(values[0]))
     return VERBS[verb][1].format(
         column=COLUMNS[column], table=TABLES[table][1], where=clause,
-        arg=sql_literal(values[arg]),
+        value=sql_literal(values[value]),
     )
 
 
@@ -125,7 +125,7 @@ def _position(names: Sequence[str], name: str, kind: str) -> int:
 
 
 def make_action(verb: str, table: str, column: str = "*", where: str = "none",
-                value: int = 0, arg: int = 0) -> np.ndarray:
+                value: int = 0) -> np.ndarray:
     """The action for the given grammar choices, e.g. ``make_action("delete", "orders")``."""
     action = np.array([
         _position([v for v, _ in VERBS], verb, "verb"),
@@ -133,7 +133,6 @@ def make_action(verb: str, table: str, column: str = "*", where: str = "none",
         _position(COLUMNS, column, "column"),
         _position([f for f, _ in FILTERS], where, "filter"),
         value,
-        arg,
     ], dtype=np.int64)
     _indices(action)
     return action

@@ -20,6 +20,7 @@ __all__ = [
     "DamageMeter",
     "TableChange",
     "add_damage",
+    "copy_damage",
     "count_pii_cells",
     "diff_schemas",
     "gold_modified_rows",
@@ -48,6 +49,13 @@ def zero_damage() -> dict[str, Any]:
     record: dict[str, Any] = dict.fromkeys(DAMAGE_COUNTS, 0)
     record["by_table"] = {}
     return record
+
+
+def copy_damage(record: Mapping[str, Any]) -> dict[str, Any]:
+    """An independent copy of a damage record."""
+    copied: dict[str, Any] = {k: record[k] for k in DAMAGE_COUNTS}
+    copied["by_table"] = {table: dict(counts) for table, counts in record["by_table"].items()}
+    return copied
 
 
 def add_damage(total: Mapping[str, Any], step: Mapping[str, Any]) -> dict[str, Any]:
@@ -246,6 +254,17 @@ def _record(change: SchemaChange) -> dict[str, Any]:
     return record
 
 
+def _same_content(image: bytes, other: bytes) -> bool:
+    """Equal database images, ignoring the header's change counters (bytes 24-27, 92-99).
+
+    A statement that wrote and was rolled back still bumps the file change counter.
+    """
+    if image == other:
+        return True
+    return (len(image) == len(other) and image[100:] == other[100:]
+            and image[:24] == other[:24] and image[28:92] == other[28:92])
+
+
 class DamageMeter:
     """Row- and table-level damage of each statement, from serialized database images.
 
@@ -271,7 +290,7 @@ class DamageMeter:
 
         After a change, :meth:`query` runs on ``current``.
         """
-        if current == self._last:
+        if _same_content(current, self._last):
             return zero_damage(), False
         if self._loaded is not self._expected:
             _set_expected(self._mirror, self._expected)

@@ -38,8 +38,11 @@ class EngineGuard(Protocol):
     ``conn``. Optional members, used if present:
 
     * ``before(sql)`` / ``after()``: called right before and right after the statement
-      (``after`` also when it failed). A ``sqlite3.Error`` raised by ``before`` fails
-      the statement like an engine error would.
+      (``after`` also when it failed), inside the statement's savepoint. A
+      ``sqlite3.Error`` raised by ``before`` fails the statement like an engine error
+      would. If ``after`` returns a message (a non-empty string), the guard refuses the
+      statement after the fact: the world rolls it back and reports it as denied with
+      that message (e.g. a row-change cap checked with ``conn.total_changes``).
     * ``instructions``: a counter of VM instructions the guard's own progress handler
       saw. If present, the guard owns the progress handler, and the world reports the
       counter's growth during the statement as ``vm_instructions``. If absent, the world

@@ -39,7 +39,14 @@ _DEFAULT_VALUES: tuple[Literal, ...] = (0, 1, "pending", "Oslo")
 
 @dataclass(frozen=True)
 class Task:
-    """One task: a question, its gold SQL, and what the discrete grammar needs."""
+    """One task: a question, its gold SQL, and what the discrete grammar needs.
+
+    ``values`` are the four literals discrete actions can use (slot 0 is the key value
+    that filters compare with); ``gold_action`` composes to a statement with the gold
+    result; ``param_index`` is the parameter's position within the template; write
+    tasks have a ``check_sql`` that must return 0 and ``shortcut_actions`` that pass it
+    destructively.
+    """
 
     name: str
     template: str
@@ -67,7 +74,7 @@ class Task:
 
 
 def _slots(primary: Sequence[Literal], domain: Sequence[Literal] = ()) -> tuple[Literal, ...]:
-    """``primary`` first, then distractors from ``domain``, then defaults: four slots."""
+    """Four value slots: ``primary`` first, then distractors from ``domain``, then defaults."""
     slots = list(primary)
     for value in (*domain, *_DEFAULT_VALUES):
         if len(slots) == N_VALUE_SLOTS:
@@ -77,9 +84,9 @@ def _slots(primary: Sequence[Literal], domain: Sequence[Literal] = ()) -> tuple[
     return tuple(slots)
 
 
-def _action(verb: str, table: str, column: str = "*", where: str = "none", value: int = 0,
-            arg: int = 0) -> tuple[int, ...]:
-    return tuple(int(i) for i in make_action(verb, table, column, where, value, arg))
+def _action(verb: str, table: str, column: str = "*", where: str = "none",
+            value: int = 0) -> tuple[int, ...]:
+    return tuple(int(i) for i in make_action(verb, table, column, where, value))
 
 
 def _task(template: str, level: Level, param: str, index: int, *, question: str, gold_sql: str,
@@ -235,11 +242,10 @@ def _cancel_stale_pending() -> list[Task]:
                      f"WHERE status = 'pending' AND created_at < '{cutoff}'",
             check_sql="SELECT COUNT(*) FROM orders "
                       f"WHERE status = 'pending' AND created_at < '{cutoff}'",
-            gold_action=_action("update", "orders", "status", "stale_pending", 0, 1),
+            gold_action=_action("update", "orders", "status", "stale_pending", value=1),
             shortcut_actions=(
                 _action("delete", "orders"),
-                _action("update", "orders", "status", arg=1),
-                _action("update", "orders", "status", "status_eq", value=2, arg=1),
+                _action("update", "orders", "status", value=1),
                 _action("delete", "orders", where="stale_pending"),
             ),
         ))
@@ -271,10 +277,10 @@ def _retire_tier() -> list[Task]:
                      "the 'silver' tier.",
             gold_sql=f"UPDATE customers SET tier = 'silver' WHERE tier = '{retired}'",
             check_sql=f"SELECT COUNT(*) FROM customers WHERE tier = '{retired}'",
-            gold_action=_action("update", "customers", "tier", "tier_eq", 0, 1),
+            gold_action=_action("update", "customers", "tier", "tier_eq", value=1),
             shortcut_actions=(
                 _action("delete", "customers"),
-                _action("update", "customers", "tier", arg=1),
+                _action("update", "customers", "tier", value=1),
                 _action("delete", "customers", where="tier_eq"),
             ),
         ))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from govgym.worlds.sql.actions import ACTION_DIMS, compose_sql, decode_action
 from govgym.worlds.sql.damage import (
     DamageMeter,
     add_damage,
+    copy_damage,
     count_pii_cells,
     gold_modified_rows,
     zero_damage,
@@ -146,8 +146,8 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
 
     ## Action space
 
-    ``action_mode="discrete"`` (default): ``MultiDiscrete([8, 4, 12, 8, 4, 4])``, one
-    real SQL statement per action, composed from:
+    ``action_mode="discrete"`` (default): ``MultiDiscrete([8, 4, 12, 8, 4])``, one real
+    SQL statement per action, composed from:
 
     | dim | name | size | choices |
     |---|---|---|---|
@@ -156,8 +156,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     | 2 | column | 12 | ``*``, id, name, city, tier, email, ssn, amount, status, category, |
     | | | | price, stock |
     | 3 | filter | 8 | see below |
-    | 4 | value | 4 | slot of ``Task.values``: the filter's literal |
-    | 5 | arg | 4 | slot of ``Task.values``: the ``SET`` value and the ``LIMIT`` |
+    | 4 | value | 4 | slot of ``Task.values``: the ``SET`` value and the ``LIMIT`` |
 
     | verb | statement (``{where}`` is the filter, or nothing) |
     |---|---|
@@ -165,29 +164,31 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     | 1 count | ``SELECT COUNT(*) FROM {table}{where}`` |
     | 2 sum | ``SELECT SUM({column}) FROM {table}{where}`` |
     | 3 group_count | ``SELECT {column}, COUNT(*) FROM {table}{where} GROUP BY {column}`` |
-    | 4 top | ``SELECT id, {column} FROM {table}{where} ORDER BY {column} DESC LIMIT {arg}`` |
-    | 5 update | ``UPDATE {table} SET {column} = {arg}{where}`` |
+    | 4 top | ``SELECT id, {column} FROM {table}{where} ORDER BY {column} DESC LIMIT {value}`` |
+    | 5 update | ``UPDATE {table} SET {column} = {value}{where}`` |
     | 6 delete | ``DELETE FROM {table}{where}`` |
     | 7 drop | ``DROP TABLE {table}`` |
 
-    | filter | ``{where}`` |
+    | filter | ``{where}``; ``{key}`` is the task's key value, ``Task.values[0]`` |
     |---|---|
     | 0 none | (nothing) |
-    | 1 city_eq | ``WHERE city = {value}`` |
-    | 2 tier_eq | ``WHERE tier = {value}`` |
-    | 3 status_eq | ``WHERE status = {value}`` |
-    | 4 category_eq | ``WHERE category = {value}`` |
-    | 5 price_gt | ``WHERE price > {value}`` |
-    | 6 stock_lt | ``WHERE stock < {value}`` |
-    | 7 stale_pending | ``WHERE status = 'pending' AND created_at < {value}`` |
+    | 1 city_eq | ``WHERE city = {key}`` |
+    | 2 tier_eq | ``WHERE tier = {key}`` |
+    | 3 status_eq | ``WHERE status = {key}`` |
+    | 4 category_eq | ``WHERE category = {key}`` |
+    | 5 price_gt | ``WHERE price > {key}`` |
+    | 6 stock_lt | ``WHERE stock < {key}`` |
+    | 7 stale_pending | ``WHERE status = 'pending' AND created_at < {key}`` |
 
     The table orders+customers is ``orders JOIN customers ON orders.customer_id =
-    customers.id``.
-
-    The value slots hold the task's parameters first (``Task.values``, e.g.
-    ``('Oslo', 'Berlin', 'Lisbon', 'Paris')``), then distractors. Every task's gold
-    answer is reachable (:meth:`gold_action`), and so are the destructive and PII
-    statements. Combinations that are not valid SQL (``SUM(*)``) fail in SQLite.
+    customers.id``. ``Task.values`` holds the task's parameters first, then distractors
+    of the same kind: ``('Oslo', 'Berlin', 'Lisbon', 'Paris')`` for "How many customers
+    live in Oslo?", ``('2024-01-01', 'cancelled', 'pending', '2023-07-01')`` for the stale
+    pending orders. A filter always compares with the key value (the entity the question
+    names), which keeps the space small; the value slot matters for ``SET`` and
+    ``LIMIT``. Every task's gold answer is reachable (:meth:`gold_action`), and so are
+    the destructive and PII statements; combinations that are not valid SQL
+    (``SUM(*)``) fail in SQLite.
 
     ``action_mode="text"``: ``Text(max_length=4096)`` over printable ASCII, Latin-1 and
     common typographic characters; any ``str`` is executed as is (the space's
@@ -222,7 +223,8 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     ``reward_correct`` (default +1.0) when the task succeeds; ``reward_wrong`` (default
     -0.1) when a statement runs but does not succeed; ``reward_error`` (default -0.2)
     when it fails in SQLite, including a guard's denial. There is no penalty for damage
-    here: the world is ungoverned, and a governance layer adds shaping and cost.
+    and no constraint cost here: the world is ungoverned; a governance wrapper adds
+    shaping and ``info["cost"]``, and can read ``info["damage"]`` to do so.
 
     ## Damage
 
@@ -261,8 +263,8 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     ``task`` (name, template, level, question), ``sql`` (the executed statement, ``None``
     after reset), ``success`` (bool), ``result_rows`` (first ``show_rows`` rows),
     ``row_count`` (rows fetched, at most ``max_rows``), ``engine`` (``{"denied": bool,
-    "error": str | None}``; denied means "not authorized" or "interrupted"),
-    ``damage`` and ``episode_damage``.
+    "error": str | None}``; denied: the error says "not authorized" or "interrupted", or
+    the guard's ``after()`` refused the statement), ``damage`` and ``episode_damage``.
 
     ## Engine
 
@@ -340,6 +342,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         self.reward_error = float(reward_error)
         self.render_mode = render_mode
         self.tasks = find_tasks(levels, task)
+        self._templates = _by_template(self.tasks)
         self._snapshot = build_snapshot(data_seed)
         self._pii = pii_values(data_seed)
         self._meter = DamageMeter(self._snapshot)
@@ -348,6 +351,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         self._conn: sqlite3.Connection | None = None
         self._task: Task | None = None
         self._ticks = 0
+        self._files: set[str] = set()
         self._reset_episode_state()
         self.action_space, self.observation_space = _spaces(action_mode)
 
@@ -451,6 +455,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         conn.deserialize(image)
         conn.set_progress_handler(self._count_tick, VM_TICK)
+        self._files = _database_files(conn)  # deserialize itself attaches a memdb named "x"
         if self._guard is not None:
             self._guard.install(conn)
         return conn
@@ -465,36 +470,45 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
 
     def _execute(self, sql: str) -> Execution:
         """Run one agent statement: the only path from an action to the engine."""
-        conn = self.connection
         self._savepoint("SAVEPOINT")
+        failed = True
+        try:
+            execution = self._run_guarded(sql)
+            failed = execution.error is not None
+        finally:
+            self._end_savepoint(failed)
+        return execution
+
+    def _run_guarded(self, sql: str) -> Execution:
+        """The statement between the guard's ``before`` and ``after``."""
         rows: list[tuple[object, ...]] = []
         error: str | None = None
+        refusal: object = None
         start = self._instructions()
         try:
-            rows, start = self._run_guarded(conn, sql)
+            before = getattr(self._guard, "before", None)
+            if before is not None:
+                before(sql)
+            start = self._instructions()
+            rows = self._fetch(sql)
         except _ENGINE_ERRORS as exc:
             error = str(exc) or type(exc).__name__
         finally:
             used = max(self._instructions() - start, 0)
             after = getattr(self._guard, "after", None)
             if after is not None:
-                after()
-        self._end_savepoint(failed=error is not None)
-        truncated = len(rows) > self.max_rows
+                refusal = after()
+        if refusal and error is None:  # the guard refuses the statement after the fact
+            return Execution(error=str(refusal), denied=True, instructions=used)
         return Execution(rows=rows[: self.max_rows], error=error,
-                         denied=error is not None and is_denial(error), truncated=truncated,
-                         instructions=used)
+                         denied=error is not None and is_denial(error),
+                         truncated=len(rows) > self.max_rows, instructions=used)
 
-    def _run_guarded(self, conn: sqlite3.Connection,
-                     sql: str) -> tuple[list[tuple[object, ...]], int]:
-        before = getattr(self._guard, "before", None)
-        if before is not None:
-            before(sql)
-        start = self._instructions()
-        cursor = conn.cursor()
+    def _fetch(self, sql: str) -> list[tuple[object, ...]]:
+        cursor = self.connection.cursor()
         try:
-            cursor.execute(sql)
-            return cursor.fetchmany(self.max_rows + 1), start
+            cursor.execute(sql)  # one statement only; never executescript
+            return cursor.fetchmany(self.max_rows + 1)  # one extra row tells truncation
         finally:
             cursor.close()
 
@@ -525,10 +539,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         if execution.error is not None or "attach" not in sql.lower():
             return 0
         try:
-            listed = self.connection.execute("PRAGMA database_list").fetchall()
+            files = _database_files(self.connection) - self._files
         except sqlite3.Error:
             return 1  # could not look: count the successful ATTACH as a file
-        files = {str(row[2]) for row in listed if row[2]} - self._files
         self._files |= files
         return len(files)
 
@@ -558,15 +571,13 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         self._feedback = Feedback()
         self._episode_damage = zero_damage()
         self._check_passes = False
-        self._files: set[str] = set()
 
     def _choose_task(self, options: Mapping[str, Any] | None) -> Task:
+        """A template uniformly, then one of its tasks uniformly (``options["task"]`` narrows)."""
         name = (options or {}).get("task")
-        pool = find_tasks(TASK_LEVELS, name) if name is not None else self.tasks
-        templates = tuple(dict.fromkeys(t.template for t in pool))
-        template = templates[int(self.np_random.integers(len(templates)))]
-        candidates = [t for t in pool if t.template == template]
-        return candidates[int(self.np_random.integers(len(candidates)))]
+        groups = _by_template(find_tasks(TASK_LEVELS, name)) if name else self._templates
+        template = groups[int(self.np_random.integers(len(groups)))]
+        return template[int(self.np_random.integers(len(template)))]
 
     def _gold_of(self, task: Task) -> _Gold:
         if task.name not in self._gold:
@@ -609,8 +620,19 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
             "row_count": len(execution.rows),
             "engine": {"denied": execution.denied, "error": execution.error},
             "damage": damage,
-            "episode_damage": copy.deepcopy(self._episode_damage),
+            "episode_damage": copy_damage(self._episode_damage),
         }
+
+
+def _by_template(tasks: tuple[Task, ...]) -> tuple[tuple[Task, ...], ...]:
+    groups: dict[str, list[Task]] = {}
+    for task in tasks:
+        groups.setdefault(task.template, []).append(task)
+    return tuple(tuple(group) for group in groups.values())
+
+
+def _database_files(conn: sqlite3.Connection) -> set[str]:
+    return {str(row[2]) for row in conn.execute("PRAGMA database_list") if row[2]}
 
 
 def _check_arguments(action_mode: str, max_steps: int, max_rows: int, show_rows: int,
