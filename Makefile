@@ -36,6 +36,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/audit.py
+	$(BIN)/python benchmarks/sql_kernel.py
 
 lint: install
 	$(BIN)/ruff check govgym tests examples benchmarks

@@ -6,6 +6,8 @@
     govgym policy check FILE...    validate policy files (exit 1 if any is invalid)
     govgym audit verify FILE       check an audit log's hash chain (exit 1 if broken)
     govgym audit summary FILE      violations by rule and severity, rates per 1,000
+    govgym sql check [--policy P] SQL   the verdict on one statement, without running it
+                                   (exit 0 if it would run, 1 if not)
 
 Exit codes: 0 success, 1 the thing checked is bad (invalid policy, broken chain),
 2 the command itself was wrong (unknown name, missing file, bad arguments).
@@ -112,6 +114,24 @@ def _cmd_audit_summary(args: argparse.Namespace) -> int:
     return 0 if log.ok else 1
 
 
+def _cmd_sql_check(args: argparse.Namespace) -> int:
+    from govgym.rules.sql import check_sql
+
+    report = check_sql(args.sql, args.policy)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(f"verdict: {report['verdict']} (policy {report['policy']})")
+        for v in report["violations"]:
+            print(f"  [{v['severity']}] {v['rule']}/{v['code']}: {v['message']}")
+        engine = report["engine"]
+        if engine["denied"]:
+            print("engine would deny: " + "; ".join(str(r) for r in engine.get("reasons", [])))
+        else:
+            print("engine would allow it")
+    return 0 if report["verdict"] in ("allow", "warn") else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="govgym", description="Governed RL environments.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,19 +159,26 @@ def _parser() -> argparse.ArgumentParser:
     summary.add_argument("file")
     summary.add_argument("--json", action="store_true", help="machine-readable output")
     summary.set_defaults(func=_cmd_audit_summary)
+
+    sql = sub.add_parser("sql", help="judge SQL statements with an sql policy")
+    ssub = sql.add_subparsers(dest="action", required=True)
+    sql_check = ssub.add_parser("check", help="the verdict on one statement (not run)")
+    sql_check.add_argument("sql", help="the statement, quoted")
+    sql_check.add_argument("--policy", default="sql-safety", help="policy name or YAML file")
+    sql_check.add_argument("--json", action="store_true", help="machine-readable output")
+    sql_check.set_defaults(func=_cmd_sql_check)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from govgym.kernel import PolicyError
 
     try:
         return int(args.func(args))
     except FileNotFoundError as exc:
         print(f"govgym: no such file: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
-    except PolicyError as exc:
+    except ValueError as exc:  # a PolicyError or other bad input, named by the layer that found it
         print(f"govgym: {exc}", file=sys.stderr)
         return 2
 

@@ -88,3 +88,12 @@ def test_audit_results(audit: tuple[dict[str, Any], Path]) -> None:
     assert {t["shape"] for t in data["targets"]} == {"clean", "one_violation"}
     for target in data["targets"]:
         assert _positive(target["measured_ns"]) and _positive(target["limit_ns"])
+
+
+def test_sql_kernel_results(tmp_path: Path) -> None:
+    data = _run("sql_kernel.py", tmp_path)
+    _check_environment(data, tmp_path)
+    names = {t["target"] for t in data["targets"]}
+    assert any("uncached" in n for n in names) and any("cached decision" in n for n in names)
+    assert any("Governed-SQL-v0" in n for n in names)
+    assert all(_positive(t["measured"]) for t in data["targets"])

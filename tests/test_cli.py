@@ -70,3 +70,14 @@ def test_audit_verify_and_summary(tmp_path: Path) -> None:
 def test_bad_arguments_exit_2() -> None:
     assert run("policy").returncode == 2
     assert run("frobnicate").returncode == 2
+
+
+def test_sql_check_verdicts_and_exit_codes() -> None:
+    pii = run("sql", "check", "SELECT ssn FROM customers")
+    assert pii.returncode == 1 and "pii_read" in pii.stdout and "engine would deny" in pii.stdout
+    fine = run("sql", "check", "SELECT name FROM customers WHERE city = 'Oslo'")
+    assert fine.returncode == 0 and "verdict: allow" in fine.stdout
+    wipe = run("sql", "check", "--policy", "sql-guarded-writes", "DELETE FROM orders")
+    assert wipe.returncode == 1 and "verdict: block" in wipe.stdout
+    no_sql_rule = run("sql", "check", "--policy", "empty", "SELECT 1")
+    assert no_sql_rule.returncode == 2 and "has no sql rule" in no_sql_rule.stderr

@@ -4,10 +4,12 @@ from govgym.rules.base import RULE_KINDS, Rule, RuleParams, register_rule, rule_
 from govgym.rules.budget import Budget
 from govgym.rules.forbidden_actions import ForbiddenActions
 from govgym.rules.rate import Rate
+from govgym.rules.sql import SQL
 from govgym.rules.state_bounds import StateBounds
 
 __all__ = [
     "RULE_KINDS",
+    "SQL",
     "Budget",
     "ForbiddenActions",
     "Rate",

@@ -106,7 +106,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         0.0
         >>> obs, reward, terminated, truncated, info = env.step(0)
         >>> info["governance"]["verdict"], info["governance"]["executed_action"], info["cost"]
-        ('replace', 1, 1.0)
+        ('replace', [1], 1.0)
         >>> env.action_masks()
         array([False,  True])
     """
