@@ -50,7 +50,8 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Pass every action through a governance policy before and after it reaches ``env``.
 
     One step: the world describes the action (``env.unwrapped.describe(action)`` if it
-    has one), the kernel decides, the decision is enacted, the world steps, the kernel
+    has one; a world may also offer ``idle_info()``, its info for a step in which nothing
+    ran, used for blocked and pre-step-terminated steps), the kernel decides, the decision is enacted, the world steps, the kernel
     reviews the outcome, the reward is shaped and the decision is recorded.
 
     Verdicts and how they are enacted (the policy maps each severity to a verdict;
@@ -144,6 +145,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.max_episode_steps = (_time_limit_of(env) if max_episode_steps is None
                                   else int(max_episode_steps))
         self._describe = getattr(env.unwrapped, "describe", None)
+        self._world_idle_info = getattr(env.unwrapped, "idle_info", None)
         for rule in self.kernel.rules:
             rule.attach(env.unwrapped)
         self._cost_keys = [f"cost_{name}" for name in self.kernel.rule_names]
@@ -170,6 +172,11 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """The proposal the kernel judges for ``action`` in the current state."""
         meaning = self._describe(action) if self._describe is not None else {}
         return Proposal(action, meaning, self._last_obs)
+
+    def _idle_info(self) -> dict[str, Any]:
+        """The world's info for a step in which nothing ran (``world.idle_info()`` if it
+        has one, e.g. zero damage), so a blocked step carries the same keys as others."""
+        return dict(self._world_idle_info()) if self._world_idle_info is not None else {}
 
     def action_masks(self) -> np.ndarray:
         """Allowed actions now (``Discrete``/``MultiDiscrete``), for sb3-contrib's MaskablePPO."""
@@ -254,7 +261,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         else:
             # a copy: callers may keep and modify the observation of an earlier step
             obs, reward, terminated, truncated, info = (
-                copy.deepcopy(self._last_obs), 0.0, False, False, {})
+                copy.deepcopy(self._last_obs), 0.0, False, False, self._idle_info())
             meaning, to_run = {}, None
         outcome = Outcome(obs, float(reward), terminated, truncated, info, to_run, runs, meaning)
         post = self.kernel.review(outcome, self._ctx)
