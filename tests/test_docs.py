@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Quick arguments for every script in examples/ (each one runs in test_example_runs).
 EXAMPLES = {
-    "demo.py": ["--timesteps", "2048", "--eval-episodes", "2", "--no-progress", "--out", "runs/demo"],
+    "cartpole_demo.py": ["--timesteps", "2048", "--eval-episodes", "2", "--no-progress",
+                         "--out", "runs/demo"],
 }
 
 
@@ -48,8 +49,8 @@ def test_readme_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_readme_cli_examples_run(tmp_path: Path) -> None:
     commands = re.findall(r"^govgym (.*?)(?:\s+#.*)?$", (ROOT / "README.md").read_text(), re.M)
     assert len(commands) >= 5
-    subprocess.run([sys.executable, str(ROOT / "examples" / "demo.py"), *EXAMPLES["demo.py"]],
-                   cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run([sys.executable, str(ROOT / "examples" / "cartpole_demo.py"),
+                    *EXAMPLES["cartpole_demo.py"]], cwd=tmp_path, check=True, capture_output=True)
     (tmp_path / "my-policy.yaml").write_text("name: mine\nrules: []\n")
     for command in commands:
         result = subprocess.run([sys.executable, "-m", "govgym", *command.split()], cwd=tmp_path,
@@ -58,14 +59,14 @@ def test_readme_cli_examples_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_trains_and_governance_pays(tmp_path: Path) -> None:
-    """The demo at a reduced budget: the governed agent's executed violations are fewer."""
+def test_cartpole_demo_trains_and_governance_pays(tmp_path: Path) -> None:
+    """The CartPole demo at a reduced budget: governed executed violations are fewer."""
     sys.path.insert(0, str(ROOT / "examples"))
     try:
-        import demo
+        import cartpole_demo
     finally:
         sys.path.pop(0)
-    rows = demo.main(["--timesteps", "40000", "--eval-episodes", "10", "--no-progress",
+    rows = cartpole_demo.main(["--timesteps", "40000", "--eval-episodes", "10", "--no-progress",
                       "--out", str(tmp_path / "demo")])
     governed, ungoverned = rows["governed"], rows["ungoverned"]
     assert governed["mean_raw_return"] >= 400

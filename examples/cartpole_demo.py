@@ -1,4 +1,4 @@
-"""Governed vs ungoverned PPO on CartPole (what ``make demo`` runs).
+"""Governed vs ungoverned PPO on CartPole.
 
 Both agents are trained with Stable-Baselines3 PPO for the same budget and measured with
 the same meter, the ``cartpole-envelope`` policy:
@@ -10,9 +10,9 @@ the same meter, the ``cartpole-envelope`` policy:
 
 It prints one table (world return, episode cost, executed violations, critical
 violations, episodes ended by policy), and writes a plot, the evaluation audit log and
-the numbers as JSON to ``--out`` (default ``runs/demo``).
+the numbers as JSON to ``--out`` (default ``runs/cartpole``).
 
-    python examples/demo.py --timesteps 60000
+    python examples/cartpole_demo.py --timesteps 60000
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser.add_argument("--timesteps", type=int, default=60_000)
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/demo")
+    parser.add_argument("--out", default="runs/cartpole")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
 

@@ -1,0 +1,358 @@
+"""Governed vs ungoverned PPO on the SQL world (``Governed-SQL-v0``, discrete mode).
+
+Both agents are Stable-Baselines3 PPO with the same network, hyperparameters, budget
+and seed, on the same tasks, and both are measured with one meter (the
+``sql-guarded-writes`` policy) and with the world's own damage record:
+
+- governed: ``gym.make("Governed-SQL-v0")``: violations are blocked and penalised
+  (critical -1.0, high -0.3), the policy's SQLite guard runs inside the engine;
+- ungoverned: the same id with ``intervention="monitor"`` (nothing blocked, no shaping)
+  and the engine guard removed, so the world runs every statement the agent composes
+  (``monitor`` only switches off the kernel's verdicts; the rule would otherwise still
+  install its SQLite authorizer and the "ungoverned" agent could not do any damage).
+
+Evaluation runs the deterministic policy on every task of the chosen levels (episodes
+pinned with ``reset(options={"task": ...})``, reset seeds never used in training) and
+counts: success (the task's own check), executed violations (``info["governance"]``
+entries with ``executed: True``), damage rows (rows deleted + rows modified outside the
+task, from ``info["damage"]``, measured by the world), PII cells returned, tables
+dropped. It prints one table, per level too, and writes the numbers as JSON to
+``--out`` (default ``runs/sql``).
+
+    python examples/train_sql.py --timesteps 40000
+
+The helpers (:func:`make_sql_env`, :func:`train`, :func:`evaluate_sql`,
+:func:`summarize`, :func:`format_table`, :func:`run`) are importable, for a demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import govgym  # noqa: F401  (registers Governed-SQL-v0)
+from govgym.worlds.sql import TASK_LEVELS, find_tasks
+
+__all__ = [
+    "AGENTS",
+    "PPO_SETTINGS",
+    "WORLD_SETTINGS",
+    "EvalEpisode",
+    "TrainResult",
+    "evaluate_sql",
+    "format_table",
+    "main",
+    "make_sql_env",
+    "parse_levels",
+    "run",
+    "summarize",
+    "train",
+]
+
+ENV_ID = "Governed-SQL-v0"
+AGENTS = ("governed", "ungoverned")
+#: World arguments both agents train and evaluate with (on top of the env spec's).
+WORLD_SETTINGS: dict[str, Any] = {}
+#: PPO settings both agents use (see the report in the SQL world's docstring).
+PPO_SETTINGS: dict[str, Any] = {
+    "n_envs": 8,
+    "n_steps": 128,
+    "batch_size": 256,
+    "n_epochs": 10,
+    "learning_rate": 1e-3,
+    "gamma": 0.9,
+    "gae_lambda": 0.9,
+    "ent_coef": 0.01,
+    "net_arch": (64, 64),
+}
+
+
+def parse_levels(text: str | Iterable[Any]) -> tuple[Any, ...]:
+    """``"0,1,2,write"`` (or an iterable) as world levels: digits become ints."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    levels = tuple(int(x) if str(x).strip().isdigit() else str(x).strip() for x in items)
+    unknown = [level for level in levels if level not in TASK_LEVELS]
+    if unknown or not levels:
+        raise ValueError(f"levels must be some of {TASK_LEVELS}, got {text!r}")
+    return levels
+
+
+def make_sql_env(governed: bool, levels: Sequence[Any] = TASK_LEVELS,
+                 world_kwargs: dict[str, Any] | None = None, **wrapper_kwargs: Any) -> gym.Env:
+    """``Governed-SQL-v0`` for the governed agent, or its ungoverned twin (same meter)."""
+    kwargs = {"levels": list(levels), **WORLD_SETTINGS, **(world_kwargs or {})}
+    if governed:
+        return gym.make(ENV_ID, world_kwargs=kwargs, **wrapper_kwargs)
+    env = gym.make(ENV_ID, world_kwargs=kwargs, intervention="monitor", **wrapper_kwargs)
+    env.unwrapped.set_engine_guard(None)  # monitor must not enforce inside the engine either
+    return env
+
+
+# -- training ------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """A trained model, its training episodes, and what training cost."""
+
+    model: Any
+    timesteps: int
+    seconds: float
+    episodes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _episode_logger() -> Any:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class SQLEpisodeLog(BaseCallback):
+        """One row per finished training episode: timestep, level, success, damage."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.episodes: list[dict[str, Any]] = []
+            self._damage: list[int] = []
+
+        def _on_training_start(self) -> None:
+            self._damage = [0] * self.training_env.num_envs
+
+        def _on_step(self) -> bool:
+            for i, (info, done) in enumerate(zip(self.locals["infos"], self.locals["dones"],
+                                                 strict=True)):
+                self._damage[i] += _damage_rows(info.get("damage"))
+                if done:
+                    task = info.get("task") or {}
+                    self.episodes.append({"timestep": self.num_timesteps,
+                                          "level": task.get("level"),
+                                          "success": bool(info.get("success", False)),
+                                          "damage_rows": self._damage[i]})
+                    self._damage[i] = 0
+            return True
+
+    return SQLEpisodeLog()
+
+
+def train(governed: bool, timesteps: int, levels: Sequence[Any] = TASK_LEVELS, seed: int = 0,
+          progress: bool = False, settings: dict[str, Any] | None = None,
+          world_kwargs: dict[str, Any] | None = None) -> TrainResult:
+    """Train PPO (one process, ``torch`` on one thread) on the governed or ungoverned env."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from govgym.integrations.sb3 import GovernanceLogger
+
+    torch.set_num_threads(1)
+    config = {**PPO_SETTINGS, **(settings or {})}
+    vec_env = make_vec_env(lambda: make_sql_env(governed, levels, world_kwargs),
+                           n_envs=config["n_envs"], seed=seed)
+    model = PPO("MlpPolicy", vec_env, n_steps=config["n_steps"], batch_size=config["batch_size"],
+                n_epochs=config["n_epochs"], learning_rate=config["learning_rate"],
+                gamma=config["gamma"], gae_lambda=config["gae_lambda"],
+                ent_coef=config["ent_coef"],
+                policy_kwargs={"net_arch": list(config["net_arch"])},
+                seed=seed, device="cpu", verbose=0)
+    episodes, governance = _episode_logger(), GovernanceLogger()
+    started = time.perf_counter()
+    model.learn(timesteps, callback=[episodes, governance], progress_bar=progress)
+    seconds = time.perf_counter() - started
+    vec_env.close()
+    rows = [{**e, "cost": g.cost, "executed_violations": g.executed_violations}
+            for e, g in zip(episodes.episodes, governance.episodes, strict=True)]
+    return TrainResult(model, int(model.num_timesteps), seconds, rows)
+
+
+# -- evaluation ----------------------------------------------------------------------------
+
+
+@dataclass
+class EvalEpisode:
+    """One evaluation episode, measured by the task check, the meter and the world."""
+
+    task: str
+    level: Any
+    success: bool
+    steps: int
+    violations: int
+    executed_violations: int
+    damage_rows: int
+    rows_deleted: int
+    rows_modified_outside_task: int
+    pii_cells_returned: int
+    tables_dropped: int
+    last_sql: str | None
+
+
+def _damage_rows(damage: dict[str, Any] | None) -> int:
+    if not damage:
+        return 0
+    return int(damage["rows_deleted"]) + int(damage["rows_modified_outside_task"])
+
+
+def evaluate_sql(model: Any, governed: bool, levels: Sequence[Any] = TASK_LEVELS,
+                 episodes_per_task: int = 1, seed: int = 10_000,
+                 world_kwargs: dict[str, Any] | None = None) -> list[EvalEpisode]:
+    """Run ``model`` deterministically on every task of ``levels``, ``episodes_per_task`` each.
+
+    Damage is summed over the world's per-step ``info["damage"]`` (a blocked step runs
+    nothing and has none), so it is the world's measurement, not the kernel's.
+    """
+    env = make_sql_env(governed, levels, world_kwargs)
+    tasks = find_tasks(levels)
+    results = []
+    try:
+        for repeat in range(episodes_per_task):
+            for index, task in enumerate(tasks):
+                obs, _ = env.reset(seed=seed + repeat * len(tasks) + index,
+                                   options={"task": task.name})
+                totals = dict.fromkeys(("violations", "executed", "deleted", "outside", "pii",
+                                        "dropped", "steps"), 0)
+                success, sql = False, None
+                while True:
+                    action, _ = model.predict(obs, deterministic=True)
+                    obs, _, terminated, truncated, info = env.step(action)
+                    totals["steps"] += 1
+                    violations = info["governance"]["violations"]
+                    totals["violations"] += len(violations)
+                    totals["executed"] += sum(1 for v in violations if v["executed"])
+                    damage = info.get("damage")
+                    if damage:
+                        totals["deleted"] += damage["rows_deleted"]
+                        totals["outside"] += damage["rows_modified_outside_task"]
+                        totals["pii"] += damage["pii_cells_returned"]
+                        totals["dropped"] += damage["tables_dropped"]
+                    sql = info.get("sql", sql)
+                    success = bool(info.get("success", False))
+                    if terminated or truncated:
+                        break
+                results.append(EvalEpisode(
+                    task.name, task.level, success, totals["steps"], totals["violations"],
+                    totals["executed"], totals["deleted"] + totals["outside"], totals["deleted"],
+                    totals["outside"], totals["pii"], totals["dropped"], sql))
+    finally:
+        env.close()
+    return results
+
+
+def summarize(episodes: Sequence[EvalEpisode]) -> dict[str, Any]:
+    """Success rate and totals over ``episodes``."""
+    if not episodes:
+        return {"episodes": 0}
+    return {
+        "episodes": len(episodes),
+        "success_rate": float(np.mean([e.success for e in episodes])),
+        "executed_violations": sum(e.executed_violations for e in episodes),
+        "violations": sum(e.violations for e in episodes),
+        "damage_rows": sum(e.damage_rows for e in episodes),
+        "rows_deleted": sum(e.rows_deleted for e in episodes),
+        "rows_modified_outside_task": sum(e.rows_modified_outside_task for e in episodes),
+        "pii_cells_returned": sum(e.pii_cells_returned for e in episodes),
+        "tables_dropped": sum(e.tables_dropped for e in episodes),
+        "mean_steps": float(np.mean([e.steps for e in episodes])),
+    }
+
+
+def summarize_by_level(episodes: Sequence[EvalEpisode]) -> dict[str, dict[str, Any]]:
+    """:func:`summarize` over all episodes (``"all"``) and per level."""
+    out = {"all": summarize(episodes)}
+    for level in TASK_LEVELS:
+        chosen = [e for e in episodes if e.level == level]
+        if chosen:
+            out[str(level)] = summarize(chosen)
+    return out
+
+
+_COLUMNS = (
+    ("success", "success_rate", "{:.1%}"),
+    ("exec. viol.", "executed_violations", "{:d}"),
+    ("damage rows", "damage_rows", "{:d}"),
+    ("PII cells", "pii_cells_returned", "{:d}"),
+    ("tables dropped", "tables_dropped", "{:d}"),
+    ("episodes", "episodes", "{:d}"),
+)
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """One line per agent and level, then steps and wall time per agent."""
+    header = f"{'agent':<11}{'level':>7}" + "".join(f"{name:>16}" for name, *_ in _COLUMNS)
+    lines = [header, "-" * len(header)]
+    for agent, result in results.items():
+        for level, row in result["eval"].items():
+            cells = "".join(f"{fmt.format(row[key]):>16}" for _, key, fmt in _COLUMNS)
+            lines.append(f"{agent:<11}{level:>7}{cells}")
+    lines.append("")
+    for agent, result in results.items():
+        lines.append(f"{agent:<11} trained {result['timesteps']} steps in "
+                     f"{result['train_seconds']:.1f} s wall time "
+                     f"({result['timesteps'] / max(result['train_seconds'], 1e-9):.0f} steps/s)")
+    return "\n".join(lines)
+
+
+def run(timesteps: int, levels: Sequence[Any] = TASK_LEVELS, eval_episodes: int = 1,
+        seed: int = 0, progress: bool = False, agents: Sequence[str] = AGENTS,
+        settings: dict[str, Any] | None = None, log: Callable[[str], None] = print,
+        ) -> dict[str, dict[str, Any]]:
+    """Train and evaluate each agent; the numbers :func:`format_table` prints."""
+    results: dict[str, dict[str, Any]] = {}
+    for agent in agents:
+        governed = agent == "governed"
+        log(f"training {agent} PPO for {timesteps} steps on levels {list(levels)} ...")
+        trained = train(governed, timesteps, levels, seed, progress, settings)
+        episodes = evaluate_sql(trained.model, governed, levels, eval_episodes,
+                                seed=10_000 + seed)
+        results[agent] = {
+            "timesteps": trained.timesteps,
+            "train_seconds": trained.seconds,
+            "train_episodes": len(trained.episodes),
+            "eval": summarize_by_level(episodes),
+            "failed_tasks": sorted({e.task for e in episodes if not e.success}),
+            "episodes": [asdict(e) for e in episodes],
+            "training": trained.episodes,
+            "model": trained.model,
+        }
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--timesteps", type=int, default=40_000)
+    parser.add_argument("--eval-episodes", type=int, default=1,
+                        help="episodes per task (the policy and the world are deterministic)")
+    parser.add_argument("--levels", default="0,1,2,write", help="e.g. 0,1,2,write")
+    parser.add_argument("--agents", default="governed,ungoverned")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/sql")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    args = parser.parse_args(argv)
+
+    levels = parse_levels(args.levels)
+    agents = tuple(a.strip() for a in args.agents.split(","))
+    if set(agents) - set(AGENTS):
+        parser.error(f"--agents must be some of {AGENTS}")
+    results = run(args.timesteps, levels, args.eval_episodes, args.seed,
+                  not args.no_progress, agents)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plain = {agent: {k: v for k, v in result.items() if k != "model"}
+             for agent, result in results.items()}
+    (out / "results.json").write_text(json.dumps(plain, indent=1, default=str))
+    print()
+    print(f"PPO on {ENV_ID} (discrete), {args.timesteps} training steps each, evaluated "
+          f"deterministically on every task ({args.eval_episodes} episode(s) each)")
+    print(format_table(results))
+    for agent, result in results.items():
+        if result["failed_tasks"]:
+            print(f"{agent} failed: {', '.join(result['failed_tasks'])}")
+    print(f"numbers: {out / 'results.json'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
