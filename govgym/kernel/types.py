@@ -22,7 +22,27 @@ __all__ = [
 ]
 
 
-class Severity(IntEnum):
+class _Level(IntEnum):
+    """An ordered enum written in YAML and info as its lower-case name."""
+
+    @classmethod
+    def parse(cls, value: Any) -> Any:
+        """A member from itself, its number, or its name in any case."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(value)
+        try:
+            return cls[str(value).upper()]
+        except KeyError:
+            names = ", ".join(member.name.lower() for member in cls)
+            raise ValueError(f"unknown {cls.__name__.lower()} {value!r}; expected one of {names}") from None
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class Severity(_Level):
     """How bad a violation is; the policy maps each severity to a verdict."""
 
     LOW = 1
@@ -30,23 +50,8 @@ class Severity(IntEnum):
     HIGH = 3
     CRITICAL = 4
 
-    @classmethod
-    def parse(cls, value: str | int | Severity) -> Severity:
-        if isinstance(value, Severity):
-            return value
-        if isinstance(value, int):
-            return cls(value)
-        try:
-            return cls[str(value).upper()]
-        except KeyError:
-            names = ", ".join(s.name.lower() for s in cls)
-            raise ValueError(f"unknown severity {value!r}; expected one of {names}") from None
 
-    def __str__(self) -> str:
-        return self.name.lower()
-
-
-class Verdict(IntEnum):
+class Verdict(_Level):
     """The kernel's verdict, ordered from most to least permissive.
 
     When several violations apply, the strictest verdict wins.
@@ -57,21 +62,6 @@ class Verdict(IntEnum):
     REPLACE = 2
     BLOCK = 3
     TERMINATE = 4
-
-    @classmethod
-    def parse(cls, value: str | int | Verdict) -> Verdict:
-        if isinstance(value, Verdict):
-            return value
-        if isinstance(value, int):
-            return cls(value)
-        try:
-            return cls[str(value).upper()]
-        except KeyError:
-            names = ", ".join(v.name.lower() for v in cls)
-            raise ValueError(f"unknown verdict {value!r}; expected one of {names}") from None
-
-    def __str__(self) -> str:
-        return self.name.lower()
 
 
 #: Verdicts under which the proposed action itself reaches the world.
