@@ -214,3 +214,14 @@ def test_blocked_steps_count_toward_the_episode_limit() -> None:
     short = cartpole(None, max_episode_steps=3)
     short.reset(seed=0)
     assert [short.step(0)[3] for _ in range(3)] == [False, False, True]
+
+
+def test_monitor_ignores_rule_level_verdicts_and_attaches_nothing() -> None:
+    policy = {"name": "p", "rules": [{"kind": "forbidden_actions", "values": [1], "verdict": "terminate"}]}
+    env = cartpole(policy, intervention="monitor")
+    env.reset(seed=0)
+    *_, terminated, _, info = env.step(1)
+    assert not terminated and info["governance"]["verdict"] == "allow" and info["cost"] == 1.0
+    sql = gym.make("Governed-SQL-v0", intervention="monitor")
+    assert sql.unwrapped._guard is None  # the ungoverned baseline runs on a bare engine
+    assert gym.make("Governed-SQL-v0").unwrapped._guard is not None

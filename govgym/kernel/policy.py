@@ -97,6 +97,15 @@ class Policy:
             verdicts[Severity.parse(severity)] = Verdict.parse(verdict)
         return Policy(self.name, self.rules, verdicts, self.description, self.source)
 
+    def monitor_only(self) -> Policy:
+        """A copy that judges but never intervenes: every verdict (rule overrides too) is
+        ``allow``. Violations and costs are still reported, as an ungoverned baseline's meter."""
+        from dataclasses import replace
+
+        rules = tuple(replace(r, verdict=None) for r in self.rules)
+        return Policy(self.name, rules, dict.fromkeys(Severity, Verdict.ALLOW), self.description,
+                      self.source)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data that :func:`load_policy` turns back into an equal policy."""
         rules = []

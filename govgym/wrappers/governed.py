@@ -20,8 +20,6 @@ __all__ = ["GovernedEnv"]
 _WARN, _REPLACE, _BLOCK, _TERMINATE = Verdict.WARN, Verdict.REPLACE, Verdict.BLOCK, Verdict.TERMINATE
 _VERDICT_NAMES = tuple(str(v) for v in Verdict)  # str(Verdict) goes through Enum.name: ~230 ns
 
-_MONITOR = {"low": "allow", "medium": "allow", "high": "allow", "critical": "allow"}
-
 
 def _declarative(value: Any) -> Any:
     """Policies and shaping as plain data, so ``env.spec`` can rebuild the wrapper."""
@@ -70,8 +68,9 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 a critical outcome after a step also terminates
     ==========  ================================================================
 
-    ``intervention="monitor"`` allows everything and turns shaping off: the same meter
-    on an ungoverned run, for baselines.
+    ``intervention="monitor"`` allows everything (rule-level verdicts too), turns shaping
+    off and installs no enforcement inside the world (``Rule.attach`` is skipped): the
+    same meter on an ungoverned run, for baselines.
 
     Shaping: ``reward' = reward - min(max_penalty, sum of severity penalties)``, plus
     ``clean_bonus`` on a step without violations (see :class:`govgym.shaping.Shaping`).
@@ -138,7 +137,8 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if isinstance(intervention, str) and not monitor:
             raise ValueError(f"intervention must be a severity->verdict mapping or 'monitor', "
                              f"got {intervention!r}")
-        self.kernel = Kernel(load_policy(policy), _MONITOR if monitor else intervention)
+        policy = load_policy(policy)
+        self.kernel = Kernel(policy.monitor_only()) if monitor else Kernel(policy, intervention)
         self.shaping = Shaping.off() if monitor else Shaping.from_config(shaping)
         self.safe_action = safe_action
         self.cost_limit = None if cost_limit is None else float(cost_limit)
@@ -146,8 +146,9 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                                   else int(max_episode_steps))
         self._describe = getattr(env.unwrapped, "describe", None)
         self._world_idle_info = getattr(env.unwrapped, "idle_info", None)
-        for rule in self.kernel.rules:
-            rule.attach(env.unwrapped)
+        if not monitor:  # a monitor measures the world as it is: no enforcement inside it
+            for rule in self.kernel.rules:
+                rule.attach(env.unwrapped)
         self._cost_keys = [f"cost_{name}" for name in self.kernel.rule_names]
         self.recorder: Recorder | None = None
         if audit_path is not None:
