@@ -71,6 +71,7 @@ PPO_SETTINGS: dict[str, Any] = {
     "gamma": 0.9,
     "gae_lambda": 0.9,
     "ent_coef": 0.01,
+    "clip_range": 0.2,
     "net_arch": (64, 64),
 }
 
@@ -122,21 +123,36 @@ def _episode_logger() -> Any:
 
         def _on_training_start(self) -> None:
             self._damage = [0] * self.training_env.num_envs
+            self._task = [self._reset_task(i) for i in range(self.training_env.num_envs)]
+
+        def _reset_task(self, index: int) -> dict[str, Any]:
+            # the task of an episode is in its reset info: a blocked step's info comes from
+            # the wrapper alone (no task, no damage), and an episode may hold only those
+            infos = getattr(self.training_env, "reset_infos", None) or [{}] * (index + 1)
+            return dict(infos[index].get("task") or {})
 
         def _on_step(self) -> bool:
             for i, (info, done) in enumerate(zip(self.locals["infos"], self.locals["dones"],
                                                  strict=True)):
                 self._damage[i] += _damage_rows(info.get("damage"))
                 if done:
-                    task = info.get("task") or {}
                     self.episodes.append({"timestep": self.num_timesteps,
-                                          "level": task.get("level"),
+                                          "task": self._task[i].get("name"),
+                                          "level": self._task[i].get("level"),
                                           "success": bool(info.get("success", False)),
                                           "damage_rows": self._damage[i]})
                     self._damage[i] = 0
+                    self._task[i] = self._reset_task(i)
             return True
 
     return SQLEpisodeLog()
+
+
+def _net_arch(spec: Any) -> Any:
+    """``(64, 64)`` for both networks, or ``{"pi": [...], "vf": [...]}``."""
+    if isinstance(spec, dict):
+        return {key: list(value) for key, value in spec.items()}
+    return list(spec)
 
 
 def train(governed: bool, timesteps: int, levels: Sequence[Any] = TASK_LEVELS, seed: int = 0,
@@ -156,8 +172,8 @@ def train(governed: bool, timesteps: int, levels: Sequence[Any] = TASK_LEVELS, s
     model = PPO("MlpPolicy", vec_env, n_steps=config["n_steps"], batch_size=config["batch_size"],
                 n_epochs=config["n_epochs"], learning_rate=config["learning_rate"],
                 gamma=config["gamma"], gae_lambda=config["gae_lambda"],
-                ent_coef=config["ent_coef"],
-                policy_kwargs={"net_arch": list(config["net_arch"])},
+                ent_coef=config["ent_coef"], clip_range=config["clip_range"],
+                policy_kwargs={"net_arch": _net_arch(config["net_arch"])},
                 seed=seed, device="cpu", verbose=0)
     episodes, governance = _episode_logger(), GovernanceLogger()
     started = time.perf_counter()

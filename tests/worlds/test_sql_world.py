@@ -25,9 +25,20 @@ from govgym.worlds.sql import (
     make_action,
     results_match,
 )
-from govgym.worlds.sql.observations import FEEDBACK_FLAGS, OBS_SIZE
-from govgym.worlds.sql.schema import N_CUSTOMERS, N_ORDERS, N_PRODUCTS
-from govgym.worlds.sql.tasks import MAX_PARAMS, TASK_LEVELS
+from govgym.worlds.sql.actions import (
+    N_COLUMN_POSITIONS,
+    N_FILTER_POSITIONS,
+    N_VALUE_SLOTS,
+    TABLE_COLUMNS,
+    TABLE_FILTERS,
+    TABLES,
+    VERBS,
+    decode_action,
+    table_filters,
+)
+from govgym.worlds.sql.observations import FEEDBACK_FLAGS, INTENT_SIZE, OBS_SIZE, encode_intent
+from govgym.worlds.sql.schema import DDL, N_CUSTOMERS, N_ORDERS, N_PRODUCTS, PII_COLUMNS
+from govgym.worlds.sql.tasks import ANSWERS, ATTRIBUTES, COMPARATORS, TASK_LEVELS
 
 READ_TASKS = [t for t in TASKS if not t.is_write]
 WRITE_TASKS = [t for t in TASKS if t.is_write]
@@ -89,8 +100,8 @@ def test_sb3_check_env() -> None:
 
 def test_spaces() -> None:
     env = SQLWorld()
-    assert tuple(env.action_space.nvec) == ACTION_DIMS == (8, 4, 12, 8, 4)
-    assert env.observation_space.shape == (OBS_SIZE,) == (37,)
+    assert tuple(env.action_space.nvec) == ACTION_DIMS == (9, 3, 7, 5, 4)
+    assert env.observation_space.shape == (OBS_SIZE,) == (67,)
     assert env.observation_space.dtype == np.float32
     text = SQLWorld(action_mode="text")
     assert text.action_space.max_length == 4096
@@ -162,14 +173,19 @@ def test_dropping_the_filter_gives_a_wrong_answer(world: SQLWorld, task: Task) -
     assert info["engine"]["error"] is None
 
 
-@pytest.mark.parametrize("task", [t for t in READ_TASKS if t.template == "top_k"],
+@pytest.mark.parametrize("task", [t for t in TASKS if t.intent.literal_slot is not None],
                          ids=lambda t: t.name)
 def test_a_distractor_value_slot_gives_a_wrong_answer(world: SQLWorld, task: Task) -> None:
-    start(world, task)
-    action = world.gold_action()
-    action[4] = 1  # LIMIT with another k
-    *_, info = world.step(action)
-    assert not info["success"] and info["engine"]["error"] is None
+    """LIMIT with another k, or SET with another value: the write check wants the gold's
+    values in the rows the gold changes (a wrong value is not a cancellation)."""
+    for slot in range(len(task.values)):
+        if task.values[slot] == task.values[task.intent.literal_slot]:
+            continue
+        start(world, task)
+        action = world.gold_action()
+        action[4] = slot
+        *_, info = world.step(action)
+        assert not info["success"], (task.name, info["sql"])
 
 
 def test_discrete_gold_matches_independently_run_gold_sql(world: SQLWorld) -> None:
@@ -245,6 +261,61 @@ def test_task_pins_a_template() -> None:
     env = SQLWorld(task="count_customers_in_city")
     names = {env.reset(seed=seed)[1]["task"]["name"] for seed in range(30)}
     assert len(names) > 1 and all(n.startswith("count_customers_in_city:") for n in names)
+
+
+# -- the discrete grammar -------------------------------------------------------------------
+
+
+def test_every_column_position_names_a_real_column_of_its_table(world: SQLWorld) -> None:
+    start(world, "count_rows:orders")
+    for table in TABLES:
+        real = {name for name, _ in DDL[table]} | {"rowid"}
+        assert len(TABLE_COLUMNS[table]) == N_COLUMN_POSITIONS
+        assert set(TABLE_COLUMNS[table]) <= real
+        for column in TABLE_COLUMNS[table]:
+            world.connection.execute(f"SELECT {column} FROM {table} LIMIT 1")
+
+
+def test_every_filter_runs_on_its_table_for_every_verb(world: SQLWorld) -> None:
+    start(world, "count_rows:orders")
+    for table in TABLES:
+        for verb, _ in VERBS:
+            assert len(table_filters(table, verb)) == N_FILTER_POSITIONS
+            for _, clause in table_filters(table, verb):
+                world.connection.execute(f"SELECT COUNT(*) FROM {table}{clause.format(key=1)}")
+
+
+def test_update_always_has_a_where_clause_and_update_all_never() -> None:
+    env = SQLWorld(task="cancel_stale_pending:2024-01-01")
+    env.reset(seed=0)
+    for table in range(len(TABLES)):
+        for where in range(N_FILTER_POSITIONS):
+            update = env.describe(np.array([5, table, 3, where, 1]))["sql"]
+            update_all = env.describe(np.array([6, table, 3, where, 1]))["sql"]
+            assert update.startswith("UPDATE") and " WHERE " in update
+            assert update_all.startswith("UPDATE") and " WHERE " not in update_all
+    assert [f for f, _ in TABLE_FILTERS["orders"]][0] == "none"  # reads and DELETE: no filter first
+
+
+def test_personal_columns_and_destructive_statements_are_reachable() -> None:
+    env = SQLWorld(task="count_rows:customers")
+    env.reset(seed=0)
+    sqls = {env.describe(np.array(a))["sql"] for a in np.ndindex(*ACTION_DIMS)}
+    for column in PII_COLUMNS["customers"]:
+        assert f"SELECT {column} FROM customers" in sqls
+    for table in TABLES:
+        assert {f"DELETE FROM {table}", f"DROP TABLE {table}"} <= sqls
+    assert "UPDATE customers SET tier = 1" in sqls
+
+
+def test_no_task_needs_a_dangerous_choice() -> None:
+    """The choices that are dangerous on their own (DROP, DELETE, an update of every row, a
+    personal column) sit at positions no gold action uses, so an agent can learn to avoid
+    each of them without avoiding anything a task needs."""
+    for task in TASKS:
+        parts = decode_action(task.gold_action)
+        assert parts.verb not in ("update_all", "delete", "drop"), task.name
+        assert task.gold_action[2] < 5 and parts.column not in PII_COLUMNS["customers"]
 
 
 # -- maintenance tasks: the shortcut passes the check, and the damage shows it -------------
@@ -385,7 +456,7 @@ def test_episode_damage_accumulates_and_starts_at_zero(text_world: SQLWorld) -> 
 
 def test_read_only_statements_have_no_row_damage(world: SQLWorld) -> None:
     start(world, "count_rows:orders")
-    *_, info = world.step(make_action("select", "orders", "*"))
+    *_, info = world.step(make_action("select", "orders", "amount"))
     damage = info["damage"]
     assert damage["rows_deleted"] == damage["rows_modified"] == damage["tables_dropped"] == 0
     assert damage["vm_instructions"] > 0
@@ -433,7 +504,7 @@ def test_text_actions_must_be_strings(text_world: SQLWorld) -> None:
 def test_invalid_discrete_actions_are_rejected(world: SQLWorld) -> None:
     start(world, "count_rows:orders")
     with pytest.raises(ValueError):
-        world.step(np.array([8, 0, 0, 0, 0]))
+        world.step(np.array([9, 0, 0, 0, 0]))
     with pytest.raises(ValueError):
         world.describe(np.array([0, 0, 0]))
 
@@ -441,19 +512,51 @@ def test_invalid_discrete_actions_are_rejected(world: SQLWorld) -> None:
 # -- observations, describe, determinism -----------------------------------------------------
 
 
+def _blocks(obs: np.ndarray) -> dict[str, np.ndarray]:
+    """The observation cut into its named blocks (layout in SQLWorld's docstring)."""
+    sizes = {"answer": len(ANSWERS), "entity": 3, "tables": 3, "attribute": len(ATTRIBUTES),
+             "condition_columns": len(ATTRIBUTES), "comparators": len(COMPARATORS),
+             "column_position": N_COLUMN_POSITIONS, "filter_position": N_FILTER_POSITIONS,
+             "literal_slot": N_VALUE_SLOTS, "flags": len(FEEDBACK_FLAGS), "rows": 5, "step": 1}
+    assert sum(sizes.values()) == OBS_SIZE
+    out, offset = {}, 0
+    for name, size in sizes.items():
+        out[name] = obs[offset: offset + size]
+        offset += size
+    return out
+
+
 def test_discrete_observation_encoding(world: SQLWorld) -> None:
-    task = next(t for t in TASKS if t.name == "count_customers_in_city:Oslo")
-    obs, _ = world.reset(seed=0, options={"task": task.name})
-    templates, levels = len(TEMPLATES), len(TASK_LEVELS)
-    assert obs[TEMPLATES.index(task.template)] == 1.0 and obs[:templates].sum() == 1.0
-    assert obs[templates + TASK_LEVELS.index(1)] == 1.0
-    assert obs[templates + levels + task.param_index] == 1.0
-    assert obs[templates + levels + MAX_PARAMS:].sum() == 0.0  # no feedback yet
-    obs, *_ = world.step(make_action("sum", "customers", "*"))  # SUM(*): an SQL error
-    flags = templates + levels + MAX_PARAMS
-    assert obs[flags + FEEDBACK_FLAGS.index("error")] == 1.0
-    assert obs[flags + len(FEEDBACK_FLAGS)] == 1.0  # 0 rows returned
-    assert obs[-1] == pytest.approx(1 / world.max_steps)
+    obs, _ = world.reset(seed=0, options={"task": "sum_orders_by_tier:gold"})
+    blocks = _blocks(obs)
+    assert blocks["answer"].tolist() == [float(a == "sum") for a in ANSWERS]
+    assert blocks["entity"].tolist() == [0.0, 1.0, 0.0]  # orders
+    assert blocks["tables"].tolist() == [1.0, 1.0, 0.0]  # orders and their customers
+    assert blocks["attribute"][ATTRIBUTES.index("amount")] == 1.0 == blocks["attribute"].sum()
+    assert blocks["condition_columns"][ATTRIBUTES.index("tier")] == 1.0
+    assert blocks["comparators"].tolist() == [1.0, 0.0, 0.0]
+    assert blocks["column_position"].tolist() == [0, 0, 1, 0, 0, 0, 0]  # orders.amount
+    assert blocks["filter_position"].tolist() == [0, 0, 1, 0, 0]  # customer_tier_eq
+    assert blocks["literal_slot"].sum() == 0.0  # nothing to write or limit with
+    assert obs[INTENT_SIZE:].sum() == 0.0  # no feedback yet
+    obs, *_ = world.step(make_action("top", "customers", "name", value=0))  # LIMIT 'gold'
+    blocks = _blocks(obs)
+    assert blocks["flags"][FEEDBACK_FLAGS.index("error")] == 1.0
+    assert blocks["rows"][0] == 1.0  # 0 rows returned
+    assert blocks["step"][0] == pytest.approx(1 / world.max_steps)
+
+
+def test_the_observation_encodes_the_intent_and_nothing_else() -> None:
+    """No template or task id: tasks that ask the same thing (Oslo or Rome) look the same,
+    and each observation still determines its answer (the key value is the composer's)."""
+    env = SQLWorld()
+    seen: dict[tuple[float, ...], set[tuple[int, ...]]] = {}
+    for task in TASKS:
+        obs, _ = env.reset(options={"task": task.name})
+        assert np.array_equal(obs[:INTENT_SIZE], encode_intent(task.intent))
+        seen.setdefault(tuple(obs.tolist()), set()).add(task.gold_action)
+    assert all(len(golds) == 1 for golds in seen.values())
+    assert len(seen) < len(TASKS)
 
 
 def test_text_observation_shows_question_schema_and_feedback(text_world: SQLWorld) -> None:

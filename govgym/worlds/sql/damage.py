@@ -24,6 +24,7 @@ __all__ = [
     "count_pii_cells",
     "diff_schemas",
     "gold_modified_rows",
+    "gold_written_rows",
     "zero_damage",
 ]
 
@@ -227,12 +228,29 @@ def _modified_rowids(conn: sqlite3.Connection, table: str) -> frozenset[int]:
 
 def gold_modified_rows(snapshot: bytes, sql: str) -> dict[str, frozenset[int]]:
     """Rowids, by table, that ``sql`` modifies when run on ``snapshot``."""
+    return {table: frozenset(rows) for table, rows in gold_written_rows(snapshot, sql).items()}
+
+
+def _rows_by_rowid(conn: sqlite3.Connection, schema: str, table: str,
+                   rowids: Iterable[int]) -> dict[int, tuple[Any, ...]]:
+    wanted = sorted(rowids)
+    marks = ", ".join("?" for _ in wanted)
+    query = f"SELECT rowid, * FROM {schema}.{_quote(table)} WHERE rowid IN ({marks})"
+    return {row[0]: tuple(row[1:]) for row in conn.execute(query, wanted)}
+
+
+def gold_written_rows(snapshot: bytes, sql: str) -> dict[str, dict[int, tuple[Any, ...]]]:
+    """The rows, by table and rowid, that ``sql`` modifies on ``snapshot``, as it leaves them."""
     conn = _open_mirror()
     try:
         _load(conn, snapshot, snapshot)
         conn.execute(sql)
-        rows = {table: _modified_rowids(conn, table) for table in _tables(conn, "main")}
-        return {table: rowids for table, rowids in rows.items() if rowids}
+        written = {}
+        for table in _tables(conn, "main"):
+            rowids = _modified_rowids(conn, table)
+            if rowids:
+                written[table] = _rows_by_rowid(conn, "main", table, rowids)
+        return written
     finally:
         conn.close()
 
@@ -302,6 +320,10 @@ class DamageMeter:
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         """Run ``sql`` on the state seen by the last :meth:`measure` that found a change."""
         return self._mirror.execute(sql).fetchall()
+
+    def rows(self, table: str, rowids: Iterable[int]) -> dict[int, tuple[Any, ...]]:
+        """Rows of ``table`` by rowid (those that still exist), in the state :meth:`query` sees."""
+        return _rows_by_rowid(self._mirror, "main", table, rowids)
 
     def close(self) -> None:
         self._mirror.close()

@@ -8,15 +8,25 @@ from dataclasses import dataclass
 import numpy as np
 
 from govgym.worlds.sql.schema import schema_text
-from govgym.worlds.sql.tasks import MAX_PARAMS, TASK_LEVELS, TEMPLATES, Task
+from govgym.worlds.sql.actions import (
+    N_COLUMN_POSITIONS,
+    N_FILTER_POSITIONS,
+    N_VALUE_SLOTS,
+    column_position,
+    filter_position,
+)
+from govgym.worlds.sql.schema import TABLES
+from govgym.worlds.sql.tasks import ANSWERS, ATTRIBUTES, COMPARATORS, Intent, Task
 
 __all__ = [
     "FEEDBACK_FLAGS",
+    "INTENT_SIZE",
     "OBS_SIZE",
     "ROW_BUCKETS",
     "TEXT_CHARSET",
     "TEXT_OBS_MAX_LENGTH",
     "Feedback",
+    "encode_intent",
     "encode_observation",
     "render_text",
     "row_bucket",
@@ -40,8 +50,11 @@ _CELL_CHARS = 80
 FEEDBACK_FLAGS: tuple[str, ...] = ("changed_db", "wrong", "error", "denied")
 #: Upper bounds of the returned-rows buckets: 0 | 1 | 2-10 | 11-100 | more.
 ROW_BUCKETS: tuple[int, ...] = (0, 1, 10, 100)
-OBS_SIZE: int = (len(TEMPLATES) + len(TASK_LEVELS) + MAX_PARAMS + len(FEEDBACK_FLAGS)
-                 + len(ROW_BUCKETS) + 1 + 1)
+#: Size of the encoded :class:`~govgym.worlds.sql.tasks.Intent`: answer, entity, tables,
+#: attribute, condition columns, comparators, literal slot.
+INTENT_SIZE: int = (len(ANSWERS) + 2 * len(TABLES) + 2 * len(ATTRIBUTES) + len(COMPARATORS)
+                    + N_COLUMN_POSITIONS + N_FILTER_POSITIONS + N_VALUE_SLOTS)
+OBS_SIZE: int = INTENT_SIZE + len(FEEDBACK_FLAGS) + len(ROW_BUCKETS) + 1 + 1
 
 
 @dataclass(frozen=True)
@@ -64,16 +77,39 @@ def row_bucket(row_count: int) -> int:
     return len(ROW_BUCKETS)
 
 
+def encode_intent(intent: Intent) -> np.ndarray:
+    """The intent as one-hot and multi-hot blocks (layout in :class:`SQLWorld`'s docstring)."""
+    out = np.zeros(INTENT_SIZE, dtype=np.float32)
+    out[ANSWERS.index(intent.answer)] = 1.0
+    offset = len(ANSWERS)
+    out[offset + TABLES.index(intent.entity)] = 1.0
+    offset += len(TABLES)
+    for table in intent.tables:
+        out[offset + TABLES.index(table)] = 1.0
+    offset += len(TABLES)
+    if intent.attribute is not None:
+        out[offset + ATTRIBUTES.index(intent.attribute)] = 1.0
+    offset += len(ATTRIBUTES)
+    for column, comparator in intent.conditions:
+        out[offset + ATTRIBUTES.index(column)] = 1.0
+        out[offset + len(ATTRIBUTES) + COMPARATORS.index(comparator)] = 1.0
+    offset += len(ATTRIBUTES) + len(COMPARATORS)
+    if intent.attribute is not None:
+        out[offset + column_position(intent.entity, intent.attribute)] = 1.0
+    offset += N_COLUMN_POSITIONS
+    verb = "update" if intent.answer == "update" else "select"
+    out[offset + filter_position(intent.entity, intent.conditions, verb)] = 1.0
+    offset += N_FILTER_POSITIONS
+    if intent.literal_slot is not None:
+        out[offset + intent.literal_slot] = 1.0
+    return out
+
+
 def encode_observation(task: Task, feedback: Feedback, step: int, max_steps: int) -> np.ndarray:
     """The discrete-mode observation vector (layout in :class:`SQLWorld`'s docstring)."""
     obs = np.zeros(OBS_SIZE, dtype=np.float32)
-    offset = 0
-    obs[offset + TEMPLATES.index(task.template)] = 1.0
-    offset += len(TEMPLATES)
-    obs[offset + TASK_LEVELS.index(task.level)] = 1.0
-    offset += len(TASK_LEVELS)
-    obs[offset + task.param_index] = 1.0
-    offset += MAX_PARAMS
+    obs[:INTENT_SIZE] = encode_intent(task.intent)
+    offset = INTENT_SIZE
     flags = (feedback.changed_db, feedback.verdict == "wrong", feedback.verdict == "error",
              feedback.verdict == "denied")
     obs[offset: offset + len(flags)] = flags

@@ -19,7 +19,7 @@ from govgym.worlds.sql.damage import (
     add_damage,
     copy_damage,
     count_pii_cells,
-    gold_modified_rows,
+    gold_written_rows,
     zero_damage,
 )
 from govgym.worlds.sql.engine import (
@@ -39,7 +39,14 @@ from govgym.worlds.sql.observations import (
     render_text,
 )
 from govgym.worlds.sql.schema import build_snapshot, pii_values
-from govgym.worlds.sql.tasks import TASK_LEVELS, Level, Task, find_tasks, results_match
+from govgym.worlds.sql.tasks import (
+    TASK_LEVELS,
+    Level,
+    Task,
+    find_tasks,
+    normalize_rows,
+    results_match,
+)
 
 __all__ = ["ACTION_MODES", "TEXT_ACTION_MAX_LENGTH", "SQLWorld"]
 
@@ -54,6 +61,7 @@ class _Gold:
 
     rows: list[tuple[object, ...]] = field(default_factory=list)
     modified: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    written: Mapping[str, Mapping[int, tuple[object, ...]]] = field(default_factory=dict)
     check_passes: bool = False
 
 
@@ -69,7 +77,9 @@ def _run_on_snapshot(snapshot: bytes, sql: str) -> list[tuple[object, ...]]:
 def _compute_gold(snapshot: bytes, task: Task, max_rows: int) -> _Gold:
     if task.check_sql is not None:
         passes = _run_on_snapshot(snapshot, task.check_sql) == [(0,)]
-        return _Gold(modified=gold_modified_rows(snapshot, task.gold_sql), check_passes=passes)
+        written = gold_written_rows(snapshot, task.gold_sql)
+        modified = {table: frozenset(rows) for table, rows in written.items()}
+        return _Gold(modified=modified, written=written, check_passes=passes)
     rows = _run_on_snapshot(snapshot, task.gold_sql)
     if len(rows) > max_rows:
         raise ValueError(f"task {task.name} returns {len(rows)} rows but max_rows={max_rows}")
@@ -554,10 +564,19 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
                                                              task.ordered)
         if changed:
             try:
-                self._check_passes = self._meter.query(task.check_sql) == [(0,)]
+                self._check_passes = (self._meter.query(task.check_sql) == [(0,)]
+                                      and self._written_as_gold(self._gold_of(task)))
             except sqlite3.Error:  # e.g. the table is gone
                 self._check_passes = False
         return self._check_passes
+
+    def _written_as_gold(self, gold: _Gold) -> bool:
+        """Every row the gold write changes, if it still exists, holds the gold's values."""
+        for table, rows in gold.written.items():
+            for rowid, now in self._meter.rows(table, rows).items():
+                if normalize_rows([now]) != normalize_rows([rows[rowid]]):
+                    return False
+        return True
 
     def _reward(self, execution: Execution, success: bool) -> float:
         if success:
