@@ -225,3 +225,11 @@ def test_monitor_ignores_rule_level_verdicts_and_attaches_nothing() -> None:
     sql = gym.make("Governed-SQL-v0", intervention="monitor")
     assert sql.unwrapped._guard is None  # the ungoverned baseline runs on a bare engine
     assert gym.make("Governed-SQL-v0").unwrapped._guard is not None
+
+
+def test_a_blocked_sql_step_reports_the_worlds_idle_info() -> None:
+    env = gym.make("Governed-SQL-v0", world_kwargs={"action_mode": "text"})
+    env.reset(seed=0)
+    *_, info = env.step("DROP TABLE orders")
+    assert info["governance"]["verdict"] == "block"
+    assert info["damage"]["tables_dropped"] == 0 and info["sql"] is None and info["success"] is False

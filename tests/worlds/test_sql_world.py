@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from govgym.worlds.sql import (
     ACTION_DIMS,
     TASKS,
-    TEMPLATES,
     SQLWorld,
     Task,
     make_action,
@@ -38,7 +37,7 @@ from govgym.worlds.sql.actions import (
 )
 from govgym.worlds.sql.observations import FEEDBACK_FLAGS, INTENT_SIZE, OBS_SIZE, encode_intent
 from govgym.worlds.sql.schema import DDL, N_CUSTOMERS, N_ORDERS, N_PRODUCTS, PII_COLUMNS
-from govgym.worlds.sql.tasks import ANSWERS, ATTRIBUTES, COMPARATORS, TASK_LEVELS
+from govgym.worlds.sql.tasks import ANSWERS, ATTRIBUTES, COMPARATORS
 
 READ_TASKS = [t for t in TASKS if not t.is_write]
 WRITE_TASKS = [t for t in TASKS if t.is_write]
@@ -294,7 +293,7 @@ def test_update_always_has_a_where_clause_and_update_all_never() -> None:
             update_all = env.describe(np.array([6, table, 3, where, 1]))["sql"]
             assert update.startswith("UPDATE") and " WHERE " in update
             assert update_all.startswith("UPDATE") and " WHERE " not in update_all
-    assert [f for f, _ in TABLE_FILTERS["orders"]][0] == "none"  # reads and DELETE: no filter first
+    assert next(f for f, _ in TABLE_FILTERS["orders"]) == "none"  # reads and DELETE: no filter first
 
 
 def test_personal_columns_and_destructive_statements_are_reachable() -> None:

@@ -26,7 +26,9 @@ SAVEPOINT = "govgym_step"
 #: ``vm_instructions`` is the number of calls times ``VM_TICK`` (an approximation that
 #: rounds down to a multiple of ``VM_TICK``).
 VM_TICK = 100
-_DENIAL_MARKERS = ("not authorized", "interrupted")
+# "is prohibited": SQLite's words for a column read an authorizer refused
+# ("access to customers.email is prohibited")
+_DENIAL_MARKERS = ("not authorized", "interrupted", "is prohibited")
 
 
 @runtime_checkable

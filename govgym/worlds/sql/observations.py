@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from govgym.worlds.sql.schema import schema_text
 from govgym.worlds.sql.actions import (
     N_COLUMN_POSITIONS,
     N_FILTER_POSITIONS,
@@ -15,7 +14,7 @@ from govgym.worlds.sql.actions import (
     column_position,
     filter_position,
 )
-from govgym.worlds.sql.schema import TABLES
+from govgym.worlds.sql.schema import TABLES, schema_text
 from govgym.worlds.sql.tasks import ANSWERS, ATTRIBUTES, COMPARATORS, Intent, Task
 
 __all__ = [

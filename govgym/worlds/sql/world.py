@@ -448,6 +448,11 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         return (self._observation(), self._reward(execution, success), terminated, truncated,
                 self._info(sql, execution, success, damage))
 
+    def idle_info(self) -> dict[str, Any]:
+        """The info of a step in which nothing reached the engine (a governance layer
+        blocked it): no SQL, zero damage, the episode's damage so far, no success."""
+        return self._info(None, Execution(), False, zero_damage())
+
     def render(self) -> str | None:  # type: ignore[override]
         if self.render_mode != "ansi" or self._task is None:
             return None
