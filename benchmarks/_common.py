@@ -87,7 +87,7 @@ def environment() -> dict[str, Any]:
     commit = _git("rev-parse", "--short", "HEAD")
     dirty = _git("status", "--porcelain", "--", "govgym", "policies")
     return {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": {
             "platform": platform.platform(),
             "machine": platform.machine(),

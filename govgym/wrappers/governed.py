@@ -48,9 +48,10 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Pass every action through a governance policy before and after it reaches ``env``.
 
     One step: the world describes the action (``env.unwrapped.describe(action)`` if it
-    has one; a world may also offer ``idle_info()``, its info for a step in which nothing
-    ran, used for blocked and pre-step-terminated steps), the kernel decides, the decision is enacted, the world steps, the kernel
-    reviews the outcome, the reward is shaped and the decision is recorded.
+    has one), the kernel decides, the decision is enacted, the world steps, the kernel
+    reviews the outcome, the reward is shaped and the decision is recorded. A world may
+    also offer ``idle_info()``, its info for a step in which nothing ran (used for
+    blocked steps, so their info has the same keys).
 
     Verdicts and how they are enacted (the policy maps each severity to a verdict;
     ``intervention`` overrides that mapping):
