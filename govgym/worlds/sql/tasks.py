@@ -63,8 +63,10 @@ class Intent:
     question's ``(column, comparator)`` pairs; ``literal_slot`` is the slot of
     :attr:`Task.values` that holds the literal the statement writes or limits with (the
     new tier, the ``k`` of a top-k), ``None`` if it needs none. The key value a condition
-    compares with is always slot 0. An intent names no grammar choice: which verb,
-    table, filter and slot compose the answer is for the agent to learn.
+    compares with is always slot 0. An intent says what the statement must do in the
+    schema's words; the discrete observation adds where its column and conditions sit
+    in the entity's schema. Which verb, table, column, filter and slot compose the
+    answer, and which of them governance refuses, is for the agent to learn.
     """
 
     answer: str
