@@ -1,6 +1,6 @@
 """Cost of the flight recorder per record, and how fast the reader verifies a log.
 
-Two record shapes, as ``GovernedEnv`` writes them for CartPole (proposal ``1``, no agent,
+Two record shapes, as ``GovernedEnv`` writes them for CartPole (proposal ``[1]``, no agent,
 no ``extra``):
 
 - ``clean``: verdict ``allow``, no violations, cost 0
@@ -72,7 +72,7 @@ def _append_all(recorder: Recorder, shape: str, records: int) -> int:
     gc.collect()
     start = time.perf_counter_ns()
     for step in range(records):
-        append(0, step, 1, verdict, violations, cost, delta, extra=None)
+        append(0, step, [1], verdict, violations, cost, delta, extra=None)
     return time.perf_counter_ns() - start
 
 
@@ -127,7 +127,7 @@ def run(params: dict[str, int], tmp: Path) -> dict[str, Any]:
         with Recorder(logs[shape], run_id="bench") as recorder:
             verdict, violations, cost, delta = SHAPES[shape]
             for step in range(records):
-                recorder.append(0, step, 1, verdict, violations, cost, delta)
+                recorder.append(0, step, [1], verdict, violations, cost, delta)
     tasks = [(shape, mode) for shape in SHAPES for mode in MODES]
     samples: dict[tuple[str, str], list[float]] = {t: [] for t in tasks}
     flush_samples: dict[str, list[float]] = {shape: [] for shape in SHAPES}

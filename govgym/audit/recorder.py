@@ -107,7 +107,13 @@ def _flush_buffer(fh: IO[str], buffer: list[tuple[Any, ...]], state: list[Any]) 
     for t, episode, step, agent, proposal, verdict, violations, cost, delta, extra in buffer:
         seq += 1
         # byte-identical to json.dumps: fast paths for the common values
-        proposal_json = str(proposal) if type(proposal) is int else _encode_loose(proposal)
+        kind = type(proposal)
+        if kind is list and len(proposal) == 1 and type(proposal[0]) is int:
+            proposal_json = f"[{proposal[0]}]"  # a Discrete action, as GovernedEnv summarises it
+        elif kind is int:
+            proposal_json = str(proposal)
+        else:
+            proposal_json = _encode_loose(proposal)
         body = (
             f'{{"seq":{seq},"time":{t:.6f}{run_part}{episode},"step":{step},'
             f'"agent":{"null" if agent is None else _encode(agent)},"proposal":{proposal_json},'
