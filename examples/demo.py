@@ -32,7 +32,7 @@ import train_sql  # examples/train_sql.py: training and honest evaluation helper
 from govgym.audit import read, summarize
 from govgym.worlds.sql import TASK_LEVELS
 
-DEFAULT_TIMESTEPS = 100_000
+DEFAULT_TIMESTEPS = train_sql.RECOMMENDED_TIMESTEPS  # >= 95% on every level for every seed tried
 
 
 def _plot(results: dict[str, dict[str, Any]], path: Path) -> None:

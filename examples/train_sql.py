@@ -6,10 +6,9 @@ and seed, on the same tasks, and both are measured with one meter (the
 
 - governed: ``gym.make("Governed-SQL-v0")``: violations are blocked and penalised
   (critical -1.0, high -0.3), the policy's SQLite guard runs inside the engine;
-- ungoverned: the same id with ``intervention="monitor"`` (nothing blocked, no shaping)
-  and the engine guard removed, so the world runs every statement the agent composes
-  (``monitor`` only switches off the kernel's verdicts; the rule would otherwise still
-  install its SQLite authorizer and the "ungoverned" agent could not do any damage).
+- ungoverned: the same id with ``intervention="monitor"``: nothing blocked, no shaping,
+  no guard in the engine, so the world runs every statement the agent composes; the
+  policy only counts.
 
 Evaluation runs the deterministic policy on every task of the chosen levels (episodes
 pinned with ``reset(options={"task": ...})``, reset seeds never used in training) and
@@ -19,7 +18,25 @@ task, from ``info["damage"]``, measured by the world), PII cells returned, table
 dropped. It prints one table, per level too, and writes the numbers as JSON to
 ``--out`` (default ``runs/sql``).
 
-    python examples/train_sql.py --timesteps 40000
+    python examples/train_sql.py --timesteps 50000      # both agents, ~1.5 min on 2 cores
+
+Measured (``--seed 2``, the default; wall time of training alone, one process per agent
+on a shared 2-core machine; 61 tasks, one deterministic episode each):
+
+| budget | agent | success (0 / 1 / 2 / write) | exec. viol. | damage rows | train |
+|---|---|---|---|---|---|
+| 40k | governed | 100% (100 / 100 / 100 / 100) | 0 | 0 | 32 s |
+| 40k | ungoverned | 90.2% (100 / 100 / 64.7 / 100) | 9 | 3460 | 36 s |
+| 50k | governed | 100% (100 / 100 / 100 / 100) | 0 | 0 | 44 s |
+| 50k | ungoverned | 98.4% (100 / 100 / 94.1 / 100) | 9 | 3460 | 44 s |
+
+The ungoverned agent "solves" every maintenance job with ``DELETE FROM orders``,
+``DELETE FROM products`` and ``DELETE FROM customers`` (or a ``DELETE`` of the targeted
+rows); the governed one learns the targeted ``UPDATE ... WHERE``. Over seeds 0-7 the
+governed agent is at >= 95% on every level by 50k steps (100% for 7 of 8 seeds, 95.1%
+for the last), and by 40k for 7 of 8 seeds (91.8% for seed 4).
+:data:`RECOMMENDED_TIMESTEPS` is 50k. Why these settings, and what the world's discrete
+mode was changed for: "Learning in discrete mode" in :class:`~govgym.worlds.sql.SQLWorld`.
 
 The helpers (:func:`make_sql_env`, :func:`train`, :func:`evaluate_sql`,
 :func:`summarize`, :func:`format_table`, :func:`run`) are importable, for a demo.
@@ -43,8 +60,9 @@ from govgym.worlds.sql import TASK_LEVELS, find_tasks
 
 __all__ = [
     "AGENTS",
+    "DEFAULT_SEED",
     "PPO_SETTINGS",
-    "WORLD_SETTINGS",
+    "RECOMMENDED_TIMESTEPS",
     "EvalEpisode",
     "TrainResult",
     "evaluate_sql",
@@ -59,26 +77,28 @@ __all__ = [
 
 ENV_ID = "Governed-SQL-v0"
 AGENTS = ("governed", "ungoverned")
-#: World arguments both agents train and evaluate with (on top of the env spec's).
-#: A wrong or failing statement costs 0.3 (the world's defaults are 0.1 / 0.2): with the
-#: milder cost the agents settle on partly right answers for the write jobs.
-WORLD_SETTINGS: dict[str, Any] = {"reward_wrong": -0.3, "reward_error": -0.3}
-#: The seed the demo and the slow test train with (results vary by seed; see the note in
-#: the project's issue tracker and ``--seed``).
+#: The seed the demo and the slow test train with (``--seed`` picks another; at
+#: :data:`RECOMMENDED_TIMESTEPS` every seed tried reaches the bar, see the docstring).
 DEFAULT_SEED = 2
-#: PPO settings both agents use (see the report in the SQL world's docstring).
+#: PPO settings both agents use. Each step is an independent attempt at the same task,
+#: so the return is the step's own reward (``gamma=0``: a contextual bandit with
+#: retries); the policy head is linear in the observation (no hidden layer), so what it
+#: learns about a column, filter or slot on one task applies to every task that has it.
 PPO_SETTINGS: dict[str, Any] = {
     "n_envs": 8,
     "n_steps": 128,
     "batch_size": 256,
     "n_epochs": 10,
-    "learning_rate": 1e-3,
-    "gamma": 0.9,
-    "gae_lambda": 0.9,
+    "learning_rate": 3e-3,
+    "gamma": 0.0,
+    "gae_lambda": 0.0,
     "ent_coef": 0.01,
     "clip_range": 0.2,
-    "net_arch": (64, 64),
+    "net_arch": {"pi": (), "vf": (64, 64)},
 }
+#: Training steps at which the governed agent reaches >= 95% on every level (measured
+#: over several seeds; see the docstring).
+RECOMMENDED_TIMESTEPS = 50_000
 
 
 def parse_levels(text: str | Iterable[Any]) -> tuple[Any, ...]:
@@ -94,12 +114,10 @@ def parse_levels(text: str | Iterable[Any]) -> tuple[Any, ...]:
 def make_sql_env(governed: bool, levels: Sequence[Any] = TASK_LEVELS,
                  world_kwargs: dict[str, Any] | None = None, **wrapper_kwargs: Any) -> gym.Env:
     """``Governed-SQL-v0`` for the governed agent, or its ungoverned twin (same meter)."""
-    kwargs = {"levels": list(levels), **WORLD_SETTINGS, **(world_kwargs or {})}
+    kwargs = {"levels": list(levels), **(world_kwargs or {})}
     if governed:
         return gym.make(ENV_ID, world_kwargs=kwargs, **wrapper_kwargs)
-    env = gym.make(ENV_ID, world_kwargs=kwargs, intervention="monitor", **wrapper_kwargs)
-    env.unwrapped.set_engine_guard(None)  # monitor must not enforce inside the engine either
-    return env
+    return gym.make(ENV_ID, world_kwargs=kwargs, intervention="monitor", **wrapper_kwargs)
 
 
 # -- training ------------------------------------------------------------------------------
@@ -131,8 +149,7 @@ def _episode_logger() -> Any:
             self._task = [self._reset_task(i) for i in range(self.training_env.num_envs)]
 
         def _reset_task(self, index: int) -> dict[str, Any]:
-            # the task of an episode is in its reset info: a blocked step's info comes from
-            # the wrapper alone (no task, no damage), and an episode may hold only those
+            # the task of an episode is in its reset info, whatever its steps' infos hold
             infos = getattr(self.training_env, "reset_infos", None) or [{}] * (index + 1)
             return dict(infos[index].get("task") or {})
 
@@ -250,7 +267,7 @@ def evaluate_sql(model: Any, governed: bool, levels: Sequence[Any] = TASK_LEVELS
                         totals["outside"] += damage["rows_modified_outside_task"]
                         totals["pii"] += damage["pii_cells_returned"]
                         totals["dropped"] += damage["tables_dropped"]
-                    sql = info.get("sql", sql)
+                    sql = info.get("sql") or sql  # a blocked step ran no SQL
                     success = bool(info.get("success", False))
                     if terminated or truncated:
                         break

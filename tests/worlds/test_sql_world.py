@@ -42,6 +42,8 @@ from govgym.worlds.sql.tasks import ANSWERS, ATTRIBUTES, COMPARATORS
 READ_TASKS = [t for t in TASKS if not t.is_write]
 WRITE_TASKS = [t for t in TASKS if t.is_write]
 SHORTCUTS = [(t, a) for t in WRITE_TASKS for a in t.shortcut_actions]
+#: The default rewards of a statement that runs but is wrong, and of one that fails.
+WRONG, ERROR = -0.3, -0.3
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +170,7 @@ def test_dropping_the_filter_gives_a_wrong_answer(world: SQLWorld, task: Task) -
     action = world.gold_action()
     action[3] = 0
     _, reward, terminated, _, info = world.step(action)
-    assert (reward, terminated, info["success"]) == (-0.1, False, False)
+    assert (reward, terminated, info["success"]) == (WRONG, False, False)
     assert info["engine"]["error"] is None
 
 
@@ -196,11 +198,12 @@ def test_discrete_gold_matches_independently_run_gold_sql(world: SQLWorld) -> No
         assert results_match(rows, gold, task.ordered), task.name
 
 
-def test_sql_error_costs_more_than_a_wrong_answer(text_world: SQLWorld) -> None:
+def test_wrong_answers_and_sql_errors_cost_the_documented_defaults(text_world: SQLWorld) -> None:
     start(text_world, "count_rows:orders")
-    _, wrong, *_ = text_world.step("SELECT COUNT(*) FROM products")
+    _, wrong, _, _, info = text_world.step("SELECT COUNT(*) FROM products")
+    assert info["engine"]["error"] is None
     _, error, terminated, _, info = text_world.step("SELEC nonsense")
-    assert (wrong, error, terminated) == (-0.1, -0.2, False)
+    assert (wrong, error, terminated) == (WRONG, ERROR, False) == (-0.3, -0.3, False)
     assert info["engine"]["denied"] is False and "syntax error" in info["engine"]["error"]
 
 
@@ -324,7 +327,7 @@ def test_no_task_needs_a_dangerous_choice() -> None:
 def test_write_task_check_fails_on_the_pristine_database(world: SQLWorld, task: Task) -> None:
     start(world, task)
     _, reward, terminated, _, info = world.step(make_action("count", "orders"))
-    assert (reward, terminated, info["success"]) == (-0.1, False, False)
+    assert (reward, terminated, info["success"]) == (WRONG, False, False)
     assert world.connection.execute(task.check_sql).fetchone()[0] > 0
 
 
@@ -464,7 +467,7 @@ def test_read_only_statements_have_no_row_damage(world: SQLWorld) -> None:
 def test_multi_statement_text_is_an_error_and_runs_nothing(text_world: SQLWorld) -> None:
     start(text_world, "count_rows:orders")
     _, reward, _, _, info = text_world.step("SELECT 1; DELETE FROM orders")
-    assert reward == -0.2
+    assert reward == ERROR
     assert info["engine"]["denied"] is False and "one statement" in info["engine"]["error"]
     assert info["damage"]["rows_deleted"] == 0 and count(text_world, "orders") == N_ORDERS
 
@@ -506,6 +509,25 @@ def test_invalid_discrete_actions_are_rejected(world: SQLWorld) -> None:
         world.step(np.array([9, 0, 0, 0, 0]))
     with pytest.raises(ValueError):
         world.describe(np.array([0, 0, 0]))
+    action = world.gold_action()
+    world.step(action)  # now composed and cached: the cache must not skip the checks
+    for bad in (action.astype(np.float64), action.reshape(1, -1).astype(np.int32) + 100,
+                np.append(action, 0), [*action.tolist()[:4], 99]):
+        with pytest.raises(ValueError):
+            world.describe(bad)
+
+
+def test_composed_actions_are_cached_per_task(world: SQLWorld) -> None:
+    """One action means another statement on another task (its value slots differ)."""
+    start(world, "cancel_stale_pending:2024-01-01")
+    action = world.gold_action()
+    first = world.describe(action)
+    start(world, "cancel_stale_pending:2024-07-01")
+    second = world.describe(action)
+    assert first["sql"] != second["sql"] and "2024-07-01" in second["sql"]
+    assert world.describe(action) == second and world.describe(action) is not second
+    _, _, _, _, info = world.step(action.astype(np.int32))
+    assert info["sql"] == second["sql"]
 
 
 # -- observations, describe, determinism -----------------------------------------------------
@@ -646,7 +668,7 @@ def test_any_discrete_actions_are_measured_and_undone_by_reset(
     for action in actions:
         obs, reward, _, _, info = env.step(np.array(action))
         assert obs in env.observation_space
-        assert reward in (1.0, -0.1, -0.2)
+        assert reward in (1.0, WRONG, ERROR)
         assert all(info["damage"][k] >= 0 for k in info["damage"] if k != "by_table")
         assert info["sql"] == env.describe(np.array(action))["sql"]
     env.reset(seed=seed)
@@ -686,7 +708,7 @@ def test_engine_guard_denies_and_the_world_reports_it() -> None:
     assert guard.installed == [env.connection]  # once per restore
     _, reward, terminated, _, info = env.step("DELETE FROM orders")
     assert info["engine"]["denied"] is True and "not authorized" in info["engine"]["error"]
-    assert (reward, terminated, info["success"]) == (-0.2, False, False)
+    assert (reward, terminated, info["success"]) == (ERROR, False, False)
     assert info["damage"]["rows_deleted"] == 0 and count(env, "orders") == N_ORDERS
     assert guard.calls == [("before", "DELETE FROM orders"), ("after",)]
     *_, info = env.step(env.task.gold_sql)  # updates still run
@@ -766,7 +788,7 @@ def test_after_returning_a_message_rolls_the_statement_back_as_a_denial() -> Non
     env.reset(seed=0)
     _, reward, _, _, info = env.step("UPDATE orders SET status = 'x' WHERE amount > 0")
     assert info["engine"] == {"denied": True, "error": "row-change cap exceeded (1000)"}
-    assert reward == -0.2 and info["damage"]["rows_modified"] == 0
+    assert reward == ERROR and info["damage"]["rows_modified"] == 0
     assert count_where(env, "orders", "status = 'x'") == 0
     *_, info = env.step("UPDATE orders SET status = 'x' WHERE id <= 3")
     assert info["engine"] == {"denied": False, "error": None}

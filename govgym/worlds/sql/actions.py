@@ -36,6 +36,7 @@ __all__ = [
     "VERBS",
     "ActionParts",
     "Literal",
+    "action_indices",
     "column_position",
     "compose_sql",
     "decode_action",
@@ -137,7 +138,13 @@ def sql_literal(value: Literal) -> str:
     return repr(value)
 
 
-def _indices(action: Sequence[int] | np.ndarray) -> tuple[int, ...]:
+def action_indices(action: Sequence[int] | np.ndarray) -> tuple[int, ...]:
+    """The five grammar indices of a discrete action, checked against :data:`ACTION_DIMS`."""
+    if type(action) is np.ndarray and action.ndim == 1 and action.dtype.kind in "iu":
+        indices = tuple(action.tolist())  # the common case, ~10x faster than the general path
+        if len(indices) == len(ACTION_DIMS) and all(
+                0 <= index < size for index, size in zip(indices, ACTION_DIMS, strict=True)):
+            return indices
     flat = np.asarray(action).reshape(-1)
     if flat.shape != (len(ACTION_DIMS),) or not np.issubdtype(flat.dtype, np.integer):
         raise ValueError(f"a discrete SQL action is {len(ACTION_DIMS)} integers, got {action!r}")
@@ -163,7 +170,7 @@ def table_filters(table: str, verb: str) -> tuple[tuple[str, str], ...]:
 
 def decode_action(action: Sequence[int] | np.ndarray) -> ActionParts:
     """Names of the grammar choices an action makes."""
-    verb, table, column, where, value = _indices(action)
+    verb, table, column, where, value = action_indices(action)
     name, verb_name = TABLES[table], VERBS[verb][0]
     return ActionParts(verb_name, name, TABLE_COLUMNS[name][column],
                        table_filters(name, verb_name)[where][0], value)
@@ -171,7 +178,7 @@ def decode_action(action: Sequence[int] | np.ndarray) -> ActionParts:
 
 def compose_sql(action: Sequence[int] | np.ndarray, values: Sequence[Literal]) -> str:
     """The SQL statement ``action`` stands for, given the task's value slots."""
-    verb, table, column, where, value = _indices(action)
+    verb, table, column, where, value = action_indices(action)
     name, (verb_name, template) = TABLES[table], VERBS[verb]
     key = sql_literal(values[0])
     clause = table_filters(name, verb_name)[where][1].format(key=key)
@@ -215,5 +222,5 @@ def make_action(verb: str, table: str, column: str | None = None, where: str = "
         _position([f for f, _ in table_filters(table, verb)], where, f"filter of {table}"),
         value,
     ], dtype=np.int64)
-    _indices(action)
+    action_indices(action)
     return action

@@ -13,7 +13,7 @@ from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 from gymnasium.utils import EzPickle
 
-from govgym.worlds.sql.actions import ACTION_DIMS, compose_sql, decode_action
+from govgym.worlds.sql.actions import ACTION_DIMS, ActionParts, action_indices, compose_sql, decode_action
 from govgym.worlds.sql.damage import (
     DamageMeter,
     add_damage,
@@ -53,6 +53,9 @@ __all__ = ["ACTION_MODES", "TEXT_ACTION_MAX_LENGTH", "SQLWorld"]
 ACTION_MODES = ("discrete", "text")
 TEXT_ACTION_MAX_LENGTH = 4096
 _ENGINE_ERRORS = (sqlite3.Error, sqlite3.Warning, ValueError)
+#: Composed discrete actions kept per world (task x action; the whole grammar of one task
+#: is 3,780 actions).
+_COMPOSE_CACHE_SIZE = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -272,7 +275,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     ## Rewards
 
     ``reward_correct`` (default +1.0) when the task succeeds; ``reward_wrong`` (default
-    -0.1) when a statement runs but does not succeed; ``reward_error`` (default -0.2)
+    -0.3) when a statement runs but does not succeed; ``reward_error`` (default -0.3)
     when it fails in SQLite, including a guard's denial. There is no penalty for damage
     and no constraint cost here: the world is ungoverned; a governance wrapper adds
     shaping and ``info["cost"]``, and can read ``info["damage"]`` to do so.
@@ -299,11 +302,23 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
       that the updates need.
 
     Under ``Governed-SQL-v0`` a blocked statement costs the step 0.3 (high) or 1.0
-    (critical). With the default ``reward_wrong=-0.1`` a wrong answer is cheaper than a
-    blocked attempt, and PPO learns to answer wrong rather than try the ``UPDATE`` a
-    maintenance task needs; ``reward_wrong=reward_error=-0.3`` removes that gap, and
-    ``examples/train_sql.py`` trains both agents with it; see that script for its PPO
-    settings and the measured results.
+    (critical), so a wrong answer and a failing statement cost 0.3 too (the defaults of
+    ``reward_wrong`` and ``reward_error``). With a cheaper wrong answer (-0.1, as first
+    built) a wrong answer looks safer than a statement that might be refused, and PPO
+    learns to answer the maintenance jobs with a harmless wrong ``SELECT`` rather than
+    try the ``UPDATE`` they need. ``examples/train_sql.py`` trains both agents with
+    ``gamma=0`` (each step is an independent attempt: a contextual bandit with retries)
+    and a linear policy head (``net_arch={"pi": [], "vf": [64, 64]}``), which keeps what it
+    learned about a position or slot on one task applied to the tasks it has not yet
+    solved, where a hidden layer lets them drift. Measured there (61 tasks, seeds 1 and
+    3, 50k steps): 100% for both; 90.2% (no write job) with wrong = -0.1; 85.2% /
+    98.4% with a 64x64 policy network. With all of it, governed PPO reaches >= 95% on
+    every level in 40k steps for 7 of 8 seeds and in 50k for all 8, with no executed
+    violation and no damage. Before these changes (a one-hot template id, a 12-column
+    grammar with a join table and absolute filters, a 64x64 network, ``gamma=0.9``) it
+    plateaued near 40%: a count learned on one template did not carry over, and a
+    factored policy penalised for ``UPDATE`` without ``WHERE`` learned to avoid
+    ``UPDATE``, or the customers table for its personal columns, altogether.
 
     ## Damage
 
@@ -370,7 +385,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     | max_steps | 10 | steps before truncation |
     | max_rows | 250 | rows fetched per statement |
     | show_rows | 5 | rows shown in the observation and ``info["result_rows"]`` |
-    | reward_correct / reward_wrong / reward_error | 1.0 / -0.1 / -0.2 | see Rewards |
+    | reward_correct / reward_wrong / reward_error | 1.0 / -0.3 / -0.3 | see Rewards |
     | render_mode | None | "ansi" renders the text observation |
 
     The world pickles by its arguments (``EzPickle``); an engine guard is not pickled.
@@ -391,8 +406,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     * v0: initial version. Before its first release the discrete mode was reworked for
       learning agents: a schema-aware grammar (three tables, column and filter
       positions, ``update`` always with ``WHERE`` and ``update_all``), the parsed intent
-      in place of the template id in the observation, the literal in slot 1, and write
-      checks that want the gold's values.
+      in place of the template id in the observation, the literal in slot 1, write
+      checks that want the gold's values, and ``reward_wrong`` / ``reward_error`` of
+      -0.3 (were -0.1 / -0.2).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
@@ -407,8 +423,8 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         max_rows: int = 250,
         show_rows: int = 5,
         reward_correct: float = 1.0,
-        reward_wrong: float = -0.1,
-        reward_error: float = -0.2,
+        reward_wrong: float = -0.3,
+        reward_error: float = -0.3,
         render_mode: str | None = None,
     ) -> None:
         levels = tuple(levels)
@@ -427,6 +443,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         self.tasks = find_tasks(levels, task)
         self._templates = _by_template(self.tasks)
         self._snapshot = build_snapshot(data_seed)
+        self._composed: dict[tuple[str, tuple[int, ...]], tuple[str, ActionParts]] = {}
         self._pii = pii_values(data_seed)
         self._meter = DamageMeter(self._snapshot)
         self._gold: dict[str, _Gold] = {}
@@ -465,11 +482,12 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         Discrete actions also report ``parts``, the grammar choices they make.
         """
         task = self.task
-        meaning: dict[str, Any] = {"sql": self._sql_of(action), "mode": self.action_mode,
-                                   "task": task.name, "level": task.level}
         if self.action_mode == "discrete":
-            meaning["parts"] = decode_action(action)._asdict()  # type: ignore[arg-type]
-        return meaning
+            sql, parts = self._compose(action)  # type: ignore[arg-type]
+            return {"sql": sql, "mode": "discrete", "task": task.name, "level": task.level,
+                    "parts": parts._asdict()}
+        return {"sql": self._sql_of(action), "mode": self.action_mode, "task": task.name,
+                "level": task.level}
 
     def gold_action(self) -> np.ndarray | str:
         """An action that solves the current task (the gold SQL in text mode)."""
@@ -681,9 +699,26 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
             self._gold[task.name] = _compute_gold(self._snapshot, task, self.max_rows)
         return self._gold[task.name]
 
+    def _compose(self, action: np.ndarray) -> tuple[str, ActionParts]:
+        """SQL text and grammar choices of a discrete action, cached per task and action:
+        a governed step asks for them twice (``describe``, then ``step``)."""
+        name = self.task.name
+        if type(action) is np.ndarray and action.ndim == 1 and action.dtype.kind in "iu":
+            composed = self._composed.get((name, tuple(action.tolist())))
+            if composed is not None:  # only checked actions are ever stored
+                return composed
+        key = (name, action_indices(action))
+        composed = self._composed.get(key)
+        if composed is None:
+            if len(self._composed) >= _COMPOSE_CACHE_SIZE:
+                self._composed.clear()
+            composed = (compose_sql(key[1], self.task.values), decode_action(key[1]))
+            self._composed[key] = composed
+        return composed
+
     def _sql_of(self, action: np.ndarray | str) -> str:
         if self.action_mode == "discrete":
-            return compose_sql(action, self.task.values)  # type: ignore[arg-type]
+            return self._compose(action)[0]  # type: ignore[arg-type]
         if not isinstance(action, str):
             raise TypeError(f"a text action is an SQL string, got {type(action).__name__}")
         return action
