@@ -67,21 +67,35 @@ class Kernel:
         self._verdicts = dict(policy.verdicts)
 
     @property
+    def checks_proposals(self) -> bool:
+        """True when some rule judges proposals, i.e. :meth:`decide` can do more than allow."""
+        return bool(self._pre)
+
+    @property
     def rule_names(self) -> list[str]:
         return [r.name for r in self.rules]
 
     def new_context(self, episode: int = 0) -> Context:
-        return Context(episode, {r.name: r.initial_state() for r in self.rules})
+        return Context(episode, {r.name: r.initial_state() for r in self.rules} if self.rules else {})
 
     def verdict_of(self, violation: Violation) -> Verdict:
         override = self._rule_verdicts.get(violation.rule)
         return override if override is not None else self._verdicts[violation.severity]
 
     def _judge(self, violations: list[Violation], stage: str) -> Decision:
-        verdict = max(self.verdict_of(v) for v in violations)
+        overrides, verdicts = self._rule_verdicts, self._verdicts
+        verdict = Verdict.ALLOW
+        cost = 0.0
+        for v in violations:  # verdict_of, inlined: this runs on every violating step
+            found = overrides.get(v.rule) if overrides else None
+            if found is None:
+                found = verdicts[v.severity]
+            if found > verdict:
+                verdict = found
+            cost += v.cost
         if stage == "post":
             verdict = _AFTER_THE_FACT.get(verdict, verdict)
-        return Decision(verdict, tuple(violations), sum(v.cost for v in violations), stage)
+        return Decision(verdict, tuple(violations), cost, stage)
 
     @staticmethod
     def _rule_error(rule: Rule, exc: Exception) -> list[Violation]:
@@ -96,7 +110,7 @@ class Kernel:
         results and state updates stand.
         """
         state = ctx.state
-        violations: list[Violation] = []
+        violations: list[Violation] | None = None
         for rule in rules:
             try:  # free in CPython >= 3.11 when nothing is raised
                 found = (rule.check if stage == "pre" else rule.review)(arg, state.get(rule.name))
@@ -104,10 +118,15 @@ class Kernel:
                     for v in found:
                         if type(v) is not Violation and not isinstance(v, Violation):
                             raise TypeError(f"returned {type(v).__name__}, not a Violation")
-                    violations.extend(found)
+                    if violations is None:
+                        violations = list(found)
+                    else:
+                        violations.extend(found)
             except Exception as exc:  # fail closed: a broken rule is a critical violation
+                if violations is None:
+                    violations = []
                 violations.extend(self._rule_error(rule, exc))
-        return self._judge(violations, stage) if violations else None
+        return None if violations is None else self._judge(violations, stage)
 
     def decide(self, proposal: Proposal, ctx: Context) -> Decision:
         """The verdict on a proposal before it reaches the world."""
@@ -119,7 +138,25 @@ class Kernel:
         """The verdict on an outcome after the step; updates per-episode rule state."""
         if not self._post:
             return _ALLOW_POST
-        return self._run(self._post, "post", outcome, ctx) or _ALLOW_POST
+        # _run, written out for the post stage: this runs on every step of a governed env
+        state = ctx.state
+        violations: list[Violation] | None = None
+        for rule in self._post:
+            try:
+                found = rule.review(outcome, state.get(rule.name))
+                if found:
+                    for v in found:
+                        if type(v) is not Violation and not isinstance(v, Violation):
+                            raise TypeError(f"returned {type(v).__name__}, not a Violation")
+                    if violations is None:
+                        violations = list(found)
+                    else:
+                        violations.extend(found)
+            except Exception as exc:  # fail closed: a broken rule is a critical violation
+                if violations is None:
+                    violations = []
+                violations.extend(self._rule_error(rule, exc))
+        return _ALLOW_POST if violations is None else self._judge(violations, "post")
 
     def decide_batch(self, proposals: Sequence[Proposal], ctx: Context) -> list[Decision]:
         """Decide many agents' proposals of one step, in the order given."""

@@ -11,13 +11,32 @@ import gymnasium as gym
 import numpy as np
 
 from govgym.audit.recorder import Recorder, summarize_action
-from govgym.kernel import Decision, Kernel, Outcome, Policy, Proposal, Verdict, load_policy
+from govgym.kernel import (
+    Decision,
+    Kernel,
+    Outcome,
+    Policy,
+    Proposal,
+    Verdict,
+    Violation,
+    load_policy,
+)
+from govgym.kernel.types import SEVERITY_NAMES
 from govgym.shaping import Shaping
 
 __all__ = ["GovernedEnv"]
 
 # module constants: an Enum class attribute costs ~100 ns a lookup in CPython 3.11
-_WARN, _REPLACE, _BLOCK, _TERMINATE = Verdict.WARN, Verdict.REPLACE, Verdict.BLOCK, Verdict.TERMINATE
+_ALLOW, _WARN, _REPLACE, _BLOCK, _TERMINATE = (
+    Verdict.ALLOW, Verdict.WARN, Verdict.REPLACE, Verdict.BLOCK, Verdict.TERMINATE)
+_ALLOW_PRE = Decision(Verdict.ALLOW, stage="pre")
+# info["governance"] with its keys in contract order: a step copies it and fills it in,
+# which is ~2x cheaper than building the 7-key dict anew
+_GOVERNANCE = {
+    "verdict": "allow", "violations": None, "proposed_action": None, "executed_action": None,
+    "terminated_by_policy": False, "raw_reward": 0.0, "reward_delta": 0.0,
+}
+_SEVERITY_NAMES = SEVERITY_NAMES
 _VERDICT_NAMES = tuple(str(v) for v in Verdict)  # str(Verdict) goes through Enum.name: ~230 ns
 
 
@@ -140,6 +159,8 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                              f"got {intervention!r}")
         policy = load_policy(policy)
         self.kernel = Kernel(policy.monitor_only()) if monitor else Kernel(policy, intervention)
+        self._cost_keys = [f"cost_{name}" for name in self.kernel.rule_names]
+        self._cost_key_of = {name: f"cost_{name}" for name in self.kernel.rule_names}
         self.shaping = Shaping.off() if monitor else Shaping.from_config(shaping)
         self.safe_action = safe_action
         self.cost_limit = None if cost_limit is None else float(cost_limit)
@@ -150,7 +171,6 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if not monitor:  # a monitor measures the world as it is: no enforcement inside it
             for rule in self.kernel.rules:
                 rule.attach(env.unwrapped)
-        self._cost_keys = [f"cost_{name}" for name in self.kernel.rule_names]
         self.recorder: Recorder | None = None
         if audit_path is not None:
             import uuid
@@ -161,12 +181,41 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._ctx = self.kernel.new_context()
         # no rules and no describe(): nothing to judge, only the info contract to keep
         self._unruled = not self.kernel.rules and self._describe is None
+        # nothing to judge before a step: skip building the proposal (unless a subclass
+        # builds its own)
+        self._judges_proposals = (self.kernel.checks_proposals or self._describe is not None
+                                  or type(self).propose is not GovernedEnv.propose)
         self._episode = -1
         self._step = 0
         self._last_obs: Any = None
         self._episode_cost = 0.0
         self._episode_violations = 0
         self._episode_executed = 0
+
+    @property
+    def cost_limit(self) -> float | None:
+        return self._cost_limit
+
+    @cost_limit.setter
+    def cost_limit(self, value: float | None) -> None:
+        self._cost_limit = value
+        # every step's info with the contract's keys in order and placeholder values: a
+        # step copies it and assigns, rather than growing a dict key by key
+        limit = {} if value is None else {"cost_limit": value}
+        totals = {"episode_cost": 0.0, "episode_violations": 0, "episode_executed_violations": 0}
+        zero_costs = dict.fromkeys(self._cost_keys, 0.0)
+        self._info_unruled = {"cost": 0.0, "governance": None, **limit, **totals}
+        self._info_ruled = {**zero_costs, **self._info_unruled}
+        self._info_reset = {"cost": 0.0, **zero_costs, "governance": None, **limit, **totals}
+
+    @property
+    def shaping(self) -> Shaping:
+        return self._shaping
+
+    @shaping.setter
+    def shaping(self, value: Shaping) -> None:
+        self._shaping = value
+        self._clean_bonus = value.clean_bonus
 
     # -- proposals and substitutes -------------------------------------------------
 
@@ -228,28 +277,52 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._episode_cost = 0.0
         self._episode_violations = 0
         self._episode_executed = 0
-        info = dict(info)
-        info["cost"] = 0.0
-        for key in self._cost_keys:
-            info[key] = 0.0
-        info["governance"] = {
-            "verdict": "allow", "violations": [], "proposed_action": None,
-            "executed_action": None, "terminated_by_policy": False,
-            "raw_reward": 0.0, "reward_delta": 0.0,
-        }
-        if self.cost_limit is not None:
-            info["cost_limit"] = self.cost_limit
-        info["episode_cost"] = 0.0
-        info["episode_violations"] = 0
-        info["episode_executed_violations"] = 0
+        info = self._info_reset.copy() if not info else {**info, **self._info_reset}
+        info["governance"] = governance = _GOVERNANCE.copy()
+        governance["violations"] = []
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        if self._unruled:
-            return self._step_unruled(action)
-        proposal = self.propose(action)
-        pre = self.kernel.decide(proposal, self._ctx)
-        verdict = pre.verdict
+        # The hot path of every governed run, so calls and lookups are kept few: the
+        # common cases (no rules; no pre-step rules; a Discrete int action) skip work, and
+        # the end of a step is written out in both branches rather than called.
+        if self._unruled:  # no rules and no describe(): only the info contract and record
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            raw_reward = reward if type(reward) is float else float(reward)
+            delta = self._clean_bonus
+            # the contract's keys (cost 0.0, episode totals 0: no rules) after the world's
+            info = self._info_unruled.copy() if not info else {**info, **self._info_unruled}
+            if type(action) is int:  # summarize_action's answer, without the call
+                proposed, executed = [action], [action]
+            else:
+                proposed, executed = summarize_action(action), summarize_action(action)
+            info["governance"] = governance = _GOVERNANCE.copy()
+            governance["violations"] = []
+            governance["proposed_action"] = proposed
+            governance["executed_action"] = executed
+            governance["raw_reward"] = raw_reward
+            governance["reward_delta"] = delta
+            # the end of a step, as below
+            recorder = self.recorder
+            if recorder is not None:
+                recorder.append(self._episode, self._step, proposed, "allow", [], 0.0, delta)
+            step = self._step = self._step + 1
+            self._last_obs = obs
+            limit = self.max_episode_steps
+            if not terminated and limit is not None and step >= limit:
+                truncated = True
+            if recorder is not None and (terminated or truncated):
+                recorder.flush()
+            return obs, raw_reward + delta if delta else raw_reward, terminated, truncated, info
+        if self._judges_proposals:
+            proposal = self.propose(action)
+            proposed_meaning = proposal.meaning
+            pre = self.kernel.decide(proposal, self._ctx)
+            verdict = pre.verdict
+        else:  # no pre-step rule and no describe(): the verdict is allow, no proposal needed
+            proposed_meaning = {}
+            pre = _ALLOW_PRE
+            verdict = _ALLOW
         to_run = action
         if verdict == _REPLACE:
             to_run = self._substitute(action)
@@ -258,102 +331,93 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         runs = verdict <= _REPLACE  # allow, warn or replace
         if runs:
             obs, reward, terminated, truncated, info = self.env.step(to_run)
-            meaning = proposal.meaning if to_run is action else (
+            meaning = proposed_meaning if to_run is action else (
                 self._describe(to_run) if self._describe is not None else {})
         else:
             # a copy: callers may keep and modify the observation of an earlier step
             obs, reward, terminated, truncated, info = (
                 copy.deepcopy(self._last_obs), 0.0, False, False, self._idle_info())
             meaning, to_run = {}, None
-        outcome = Outcome(obs, float(reward), terminated, truncated, info, to_run, runs, meaning)
-        post = self.kernel.review(outcome, self._ctx)
-        stopped_by_policy = verdict == _TERMINATE or post.verdict == _TERMINATE
-        return self._finish(proposal, to_run, verdict, pre, post, outcome, stopped_by_policy)
-
-    def _step_unruled(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        """``step`` for a policy without rules: the same info, record and reward."""
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        raw_reward = float(reward)
-        delta = self.shaping.clean_bonus
-        info = dict(info)
-        info["cost"] = 0.0
-        proposed = summarize_action(action)
-        info["governance"] = {
-            "verdict": "allow", "violations": [], "proposed_action": proposed,
-            "executed_action": summarize_action(action), "terminated_by_policy": False,
-            "raw_reward": raw_reward, "reward_delta": delta,
-        }
-        truncated = self._close_step(info, obs, terminated, truncated, proposed, "allow", [], 0.0,
-                                     delta, None)
-        return obs, raw_reward + delta, terminated, truncated, info
-
-    def _finish(self, proposal: Proposal, ran: Any, verdict: Verdict, pre: Decision,
-                post: Decision, outcome: Outcome, stopped_by_policy: bool
-                ) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        action = proposal.action
+        raw_reward = reward if type(reward) is float else float(reward)
+        post = self.kernel.review(
+            Outcome(obs, raw_reward, terminated, truncated, info, to_run, runs, meaning), self._ctx)
+        if verdict == _TERMINATE or post.verdict == _TERMINATE:  # ended by policy: terminated only
+            stopped_by_policy = terminated = True
+            truncated = False
+        else:
+            stopped_by_policy = False
         final = verdict if verdict >= post.verdict else post.verdict
-        info = dict(outcome.info)
-        for key in self._cost_keys:
-            info[key] = 0.0
-        if pre.violations or post.violations:
-            pre_ran = verdict <= _WARN
-            violations = [{**v.as_dict(), "stage": "pre", "executed": pre_ran}
-                          for v in pre.violations]
-            violations += [{**v.as_dict(), "stage": "post", "executed": True}
-                           for v in post.violations]
-            cost = pre.cost + post.cost
-            delta = self.shaping.delta(pre.violations + post.violations)
-            for v in violations:
-                info[f"cost_{v['rule']}"] += v["cost"]
-            self._episode_cost += cost
-            self._episode_violations += len(violations)
-            self._episode_executed += sum(1 for v in violations if v["executed"])
-        else:  # the common case: skip the comprehensions, the generator and shaping
-            violations = []
-            cost = 0.0
-            delta = self.shaping.clean_bonus
-        raw_reward = outcome.reward
-        terminated = outcome.terminated or stopped_by_policy
-        truncated = outcome.truncated and not stopped_by_policy  # ended by policy: terminated only
+        # the contract's keys (cost_<rule> 0.0 to start with) after the world's
+        info = self._info_ruled.copy() if not info else {**info, **self._info_ruled}
+        pre_found, post_found = pre.violations, post.violations
+        if pre_found or post_found:
+            violations, cost, delta = self._tally(info, verdict, pre, post)
+        else:  # the common case: nothing to tally, no shaping
+            violations, cost, delta = [], 0.0, self._clean_bonus
         info["cost"] = cost
-        proposed = summarize_action(action)
-        executed = None if ran is None else summarize_action(ran)
+        # summarize_action's answer for an int, without the call
+        proposed = [action] if type(action) is int else summarize_action(action)
+        executed = (None if to_run is None
+                    else [to_run] if type(to_run) is int else summarize_action(to_run))
         final_name = _VERDICT_NAMES[final]
-        info["governance"] = {
-            "verdict": final_name, "violations": violations, "proposed_action": proposed,
-            "executed_action": executed, "terminated_by_policy": stopped_by_policy,
-            "raw_reward": raw_reward, "reward_delta": delta,
-        }
-        summary = proposed
-        if self.recorder is not None and proposal.meaning:
-            summary = {"action": proposed, **{k: summarize_action(v) for k, v in proposal.meaning.items()}}
-        extra = {"executed_action": executed} if ran is not action else None
-        truncated = self._close_step(info, outcome.observation, terminated, truncated, summary,
-                                     final_name, violations, cost, delta, extra)
-        return outcome.observation, raw_reward + delta, terminated, truncated, info
-
-    def _close_step(self, info: dict[str, Any], obs: Any, terminated: bool, truncated: bool,
-                    summary: Any, verdict: str, violations: list[dict[str, Any]], cost: float,
-                    delta: float, extra: dict[str, Any] | None) -> bool:
-        """What every step ends with: the audit record, running episode totals, and the
-        step limit (blocked steps count too). Returns ``truncated``."""
-        if self.cost_limit is not None:
-            info["cost_limit"] = self.cost_limit
-        if self.recorder is not None:
-            self.recorder.append(self._episode, self._step, summary, verdict, violations, cost, delta,
-                                 extra=extra)
-        self._step += 1
+        info["governance"] = governance = _GOVERNANCE.copy()
+        governance["verdict"] = final_name
+        governance["violations"] = violations
+        governance["proposed_action"] = proposed
+        governance["executed_action"] = executed
+        governance["terminated_by_policy"] = stopped_by_policy
+        governance["raw_reward"] = raw_reward
+        governance["reward_delta"] = delta
+        # the end of every step: the audit record, running episode totals, the step limit
+        recorder = self.recorder
+        if recorder is not None:
+            summary = proposed
+            if proposed_meaning:
+                summary = {"action": proposed,
+                           **{k: summarize_action(v) for k, v in proposed_meaning.items()}}
+            recorder.append(self._episode, self._step, summary, final_name, violations, cost, delta,
+                            extra={"executed_action": executed} if to_run is not action else None)
+        step = self._step = self._step + 1
         self._last_obs = obs
         # running totals on every step: whoever ends the episode (the world, the policy,
         # an outer TimeLimit), its last info carries the episode's totals
         info["episode_cost"] = self._episode_cost
         info["episode_violations"] = self._episode_violations
         info["episode_executed_violations"] = self._episode_executed
-        if not terminated and self.max_episode_steps is not None and self._step >= self.max_episode_steps:
+        limit = self.max_episode_steps
+        if not terminated and limit is not None and step >= limit:  # blocked steps count too
             truncated = True
-        if (terminated or truncated) and self.recorder is not None:
-            self.recorder.flush()
-        return truncated
+        if recorder is not None and (terminated or truncated):
+            recorder.flush()
+        return obs, raw_reward + delta if delta else raw_reward, terminated, truncated, info
+
+    def _tally(self, info: dict[str, Any], verdict: Verdict, pre: Decision, post: Decision
+               ) -> tuple[list[dict[str, Any]], float, float]:
+        """A step's violations as info dicts, its cost and reward change; adds the cost per
+        rule to ``info`` and the violations to the episode totals."""
+        pre_found, post_found = pre.violations, post.violations
+        pre_ran = verdict <= _WARN
+        violations: list[dict[str, Any]] = []
+        cost_keys = self._cost_key_of
+        for stage, executed, found in (("pre", pre_ran, pre_found), ("post", True, post_found)):
+            for v in found:
+                if type(v) is Violation:  # as_dict() inlined, same keys in the same order
+                    severity = v.severity
+                    violations.append({
+                        "rule": v.rule, "code": v.code,
+                        "severity": _SEVERITY_NAMES.get(severity) or str(severity),
+                        "message": v.message, "cost": v.cost, "stage": stage, "executed": executed,
+                    })
+                else:
+                    violations.append({**v.as_dict(), "stage": stage, "executed": executed})
+                rule = v.rule
+                info[cost_keys.get(rule) or f"cost_{rule}"] += v.cost
+        cost = pre.cost + post.cost
+        delta = self.shaping.delta(pre_found + post_found if pre_found else post_found)
+        self._episode_cost += cost
+        self._episode_violations += len(violations)
+        self._episode_executed += len(post_found) + (len(pre_found) if pre_ran else 0)
+        return violations, cost, delta
 
     def close(self) -> None:
         if self.recorder is not None and not self.recorder.closed:
