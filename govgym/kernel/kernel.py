@@ -138,25 +138,7 @@ class Kernel:
         """The verdict on an outcome after the step; updates per-episode rule state."""
         if not self._post:
             return _ALLOW_POST
-        # _run, written out for the post stage: this runs on every step of a governed env
-        state = ctx.state
-        violations: list[Violation] | None = None
-        for rule in self._post:
-            try:
-                found = rule.review(outcome, state.get(rule.name))
-                if found:
-                    for v in found:
-                        if type(v) is not Violation and not isinstance(v, Violation):
-                            raise TypeError(f"returned {type(v).__name__}, not a Violation")
-                    if violations is None:
-                        violations = list(found)
-                    else:
-                        violations.extend(found)
-            except Exception as exc:  # fail closed: a broken rule is a critical violation
-                if violations is None:
-                    violations = []
-                violations.extend(self._rule_error(rule, exc))
-        return _ALLOW_POST if violations is None else self._judge(violations, "post")
+        return self._run(self._post, "post", outcome, ctx) or _ALLOW_POST
 
     def decide_batch(self, proposals: Sequence[Proposal], ctx: Context) -> list[Decision]:
         """Decide many agents' proposals of one step, in the order given."""
