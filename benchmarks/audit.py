@@ -9,11 +9,13 @@ no ``extra``):
 
 Three timings per shape, each over ``records`` calls to ``Recorder.append``:
 
-- ``append_only``: ``flush_every`` larger than ``records``, so the loop only buffers; the
-  ``flush()`` that follows is timed on its own (``flush``: serialising, hashing and
-  writing, per record)
+- ``append_only``: ``flush_every`` larger than ``records``, so nothing is written in the
+  loop: ``append`` serialises and hashes each record and buffers its line; the
+  ``flush()`` that follows is timed on its own (``flush``: writing the buffered lines,
+  per record)
 - ``total``: the default ``flush_every`` (1,024), so flushes happen inside the loop, plus
-  the final ``flush()``: what a record really costs, flush amortised
+  the final ``flush()``: what a record really costs, flush amortised (serialising,
+  hashing and writing all inside the timed region)
 - ``read``: ``govgym.audit.read`` of a finished log of ``records`` records (parse every
   line, recompute every hash, check the chain); the file was just written, so it is read
   from the page cache
@@ -192,11 +194,11 @@ def to_markdown(data: dict[str, Any]) -> str:
         environment_markdown(data["environment"]),
         f"Parameters: {params['repeats']} repeats x {params['records']:,} records per timing, "
         f"(shape, timing) pairs interleaved in rotated order; median over repeats. "
-        f"`append only` buffers everything (flush_every > records); `flush` is the one flush "
-        f"after it, per record; `total` uses flush_every={DEFAULT_FLUSH_EVERY} and includes "
-        f"the final flush.",
+        f"`append only` serialises, hashes and buffers every record (flush_every > records); "
+        f"`flush` is the one flush after it (the write), per record; `total` uses "
+        f"flush_every={DEFAULT_FLUSH_EVERY} and includes the final flush.",
         "## Writing",
-        markdown_table(["record", "append only", "flush (serialise + hash + write)",
+        markdown_table(["record", "append only (serialise + hash)", "flush (write)",
                         "total (median)", "total IQR", "bytes / record"], rows),
         f"Timing-loop cost included in append timings: "
         f"{fmt_ns(result['harness_ns_per_record'])}/record.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import pytest
@@ -131,3 +132,192 @@ def test_governed_env_records_every_decision(tmp_path: Path) -> None:
     assert [r["step"] for r in log.records[:3]] == [0, 1, 2]
     costs = sum(r["cost"] for r in log.records[:steps])
     assert costs == pytest.approx(info["episode_cost"])
+
+
+# -- the record's text ---------------------------------------------------------------------
+
+RECORD_KEYS = ["seq", "time", "run", "episode", "step", "agent", "proposal", "verdict", "cost",
+               "reward_delta", "violations", "prev", "hash"]
+
+
+def lines_of(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def test_record_text_is_compact_json_in_the_documented_order(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "a.jsonl"
+    before = time.time()
+    with Recorder(path, run_id="r") as rec:
+        rec.append(3, 7, [1], "warn", [VIOLATION], 1.0, -0.5)
+    after = time.time()
+    (line,) = lines_of(path)
+    record = json.loads(line)
+    assert list(record) == RECORD_KEYS
+    assert ', "' not in line and '": ' not in line  # no spaces between items
+    assert line.startswith('{"seq":0,"time":') and '"run":"r","episode":3,"step":7,' in line
+    assert '"verdict":"warn","cost":1.0,"reward_delta":-0.5,"violations":[{' in line
+    assert isinstance(record["time"], float) and before - 1e-6 <= record["time"] <= after + 1e-6
+    assert record["violations"] == [VIOLATION]
+    assert list(record["violations"][0]) == ["rule", "code", "severity", "cost", "stage",
+                                             "executed", "message"]
+
+
+VIOLATION = {"rule": "envelope", "code": "out_of_bounds", "severity": "high",
+             "message": "pole_angle=0.1312 outside [-0.12, 0.12]", "cost": 1.0,
+             "stage": "post", "executed": True}
+
+# (append arguments, the record's values as read back), for shapes GovernedEnv and users write
+CASES: list[tuple[dict[str, Any], dict[str, Any]]] = [
+    ({"proposal": [0], "verdict": "allow"},
+     {"proposal": [0], "verdict": "allow", "cost": 0.0, "reward_delta": 0.0, "violations": []}),
+    ({"proposal": [2], "verdict": "allow", "reward_delta": 0.25, "agent": "agent_1"},
+     {"proposal": [2], "agent": "agent_1", "reward_delta": 0.25}),
+    ({"proposal": [0.5, -1.0, 0.0], "verdict": "allow"}, {"proposal": [0.5, -1.0, 0.0]}),
+    ({"proposal": [True], "verdict": "allow"}, {"proposal": [True]}),
+    ({"proposal": [1.0], "verdict": "allow"}, {"proposal": [1.0]}),
+    ({"proposal": {"action": [3, 1], "sql": 'SELECT "ü"\n\tFROM t -- \\ \x01'},
+      "verdict": "block", "violations": [{**VIOLATION, "stage": "pre", "executed": False}],
+      "cost": 2, "reward_delta": -1, "extra": {"executed_action": None}},
+     {"proposal": {"action": [3, 1], "sql": 'SELECT "ü"\n\tFROM t -- \\ \x01'}, "cost": 2.0,
+      "reward_delta": -1.0, "violations": [{**VIOLATION, "stage": "pre", "executed": False}],
+      "extra": {"executed_action": None}}),
+    ({"proposal": [1], "verdict": "warn", "cost": 1.0, "reward_delta": -0.5,
+      "violations": [VIOLATION, {**VIOLATION, "message": 'quote " and ✓', "cost": 0.5}]},
+     {"violations": [VIOLATION, {**VIOLATION, "message": 'quote " and ✓', "cost": 0.5}]}),
+    ({"proposal": [1], "verdict": "warn",  # the kernel's five fields, in another key order
+      "violations": [{"message": "m", "cost": 3, "severity": "low", "code": "c", "rule": "r"}]},
+     {"violations": [{"rule": "r", "code": "c", "severity": "low", "cost": 3.0, "message": "m"}]}),
+    ({"proposal": [1], "verdict": "warn",  # an unusual violation: written as it is
+      "violations": [{**VIOLATION, "executed": 1}, {"rule": "r", "note": ["x"]}]},
+     {"violations": [{**VIOLATION, "executed": 1}, {"rule": "r", "note": ["x"]}]}),
+    ({"proposal": [1], "verdict": "allow", "cost": -0.0, "reward_delta": float("nan")},
+     {"cost": 0.0}),
+]
+
+
+@pytest.mark.parametrize("kwargs, expected", CASES)
+def test_values_read_back_as_appended(tmp_path: Path, kwargs: dict[str, Any],
+                                      expected: dict[str, Any]) -> None:
+    import math
+
+    path = tmp_path / "a.jsonl"
+    with Recorder(path, run_id="r") as rec:
+        rec.append(episode=1, step=2, **kwargs)
+        rec.append(episode=1, step=3, **kwargs)  # the second one from the caches
+    log = read(path)
+    assert log.ok and len(log.records) == 2
+    first, second = lines_of(path)
+    assert first[first.index(',"run"'):first.index(',"prev"')].replace('"step":2', '"step":3') \
+        == second[second.index(',"run"'):second.index(',"prev"')]
+    def exactly(value: Any) -> str:  # tells 1 from 1.0 and True
+        return json.dumps(value, sort_keys=True)
+
+    for record in log.records:
+        assert list(record)[:10] == RECORD_KEYS[:10]
+        assert record["run"] == "r" and record["episode"] == 1
+        assert record["agent"] == kwargs.get("agent")
+        for key, value in expected.items():
+            assert exactly(record[key]) == exactly(value), key
+        if kwargs.get("reward_delta") != kwargs.get("reward_delta"):  # NaN
+            assert math.isnan(record["reward_delta"]) and '"cost":0.0,' in first
+
+
+def test_unusual_types_take_the_general_path_and_write_the_same_text(tmp_path: Path) -> None:
+    """NumPy numbers make the fast path step aside; the text must not change."""
+    import numpy as np
+
+    plain, numpy = tmp_path / "plain.jsonl", tmp_path / "numpy.jsonl"
+    args = ([1], "warn", [VIOLATION], 1.0, -0.5)
+    with Recorder(plain, run_id="r") as a, Recorder(numpy, run_id="r") as b:
+        for step in range(3):
+            a.append(4, step, *args)
+            b.append(np.int64(4), np.int64(step), *args[:3], np.float64(1.0), np.float32(-0.5))
+        a.append(None, 3, None, "allow", agent=None)
+        b.append(None, np.int32(3), None, "allow", agent=None)
+    strip = [line[line.index(',"run"'):line.index(',"prev"')]
+             for path in (plain, numpy) for line in lines_of(path)]
+    assert strip[:4] == strip[4:]
+    assert read(numpy).ok
+
+
+def test_a_record_holds_the_values_of_its_step(tmp_path: Path) -> None:
+    """Serialised at append: changing the caller's lists afterwards changes nothing."""
+    path = tmp_path / "a.jsonl"
+    violations = [dict(VIOLATION)]
+    proposal = {"action": [1], "sql": "SELECT 1"}
+    with Recorder(path, flush_every=100) as rec:
+        rec.append(0, 0, proposal, "warn", violations, 1.0)
+        violations[0]["message"] = "changed"
+        violations.append(dict(VIOLATION))
+        proposal["sql"] = "DROP TABLE t"
+    record = read(path).records[0]
+    assert record["violations"] == [VIOLATION] and record["proposal"]["sql"] == "SELECT 1"
+
+
+def test_bad_numbers_raise_and_leave_the_chain_intact(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    with Recorder(path) as rec:
+        rec.append(0, 0, [1], "allow")
+        with pytest.raises(ValueError):
+            rec.append(0, 1, [1], "allow", cost="lots")  # type: ignore[arg-type]
+        rec.append(0, 1, [1], "allow")
+    log = read(path)
+    assert log.ok and [r["seq"] for r in log.records] == [0, 1]
+
+
+def test_records_written_counts_what_reached_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    with Recorder(path, flush_every=4) as rec:
+        for step in range(6):
+            rec.append(0, step, [0], "allow")
+        assert rec.records_written == 4 and len(lines_of(path)) == 4
+        rec.flush()
+        assert rec.records_written == 6 and len(lines_of(path)) == 6
+
+
+def test_a_large_flush_is_written_whole(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    with Recorder(path, flush_every=10_000) as rec:
+        for step in range(1000):
+            rec.append(step // 100, step % 100, [step % 3], "allow", reward_delta=step / 7)
+    log = read(path)
+    assert log.ok and [r["seq"] for r in log.records] == list(range(1000))
+    assert [r["episode"] for r in log.records[::100]] == list(range(10))
+
+
+def test_caches_stay_bounded(tmp_path: Path) -> None:
+    from govgym.audit import recorder as module
+
+    with Recorder(tmp_path / "a.jsonl", flush_every=100_000) as rec:
+        for step in range(module._CACHE_LIMIT + 100):
+            rec.append(0, step, [step], f"verdict-{step}", cost=step / 3)
+    assert len(module._SUMMARIES) <= module._CACHE_LIMIT
+    assert len(module._STRINGS) <= module._CACHE_LIMIT
+    log = read(tmp_path / "a.jsonl")
+    assert log.ok and log.records[-1]["verdict"] == f"verdict-{module._CACHE_LIMIT + 99}"
+    for cache in (module._SUMMARIES, module._STRINGS):  # leave room for the other tests
+        cache.clear()
+
+
+def test_a_log_in_an_older_layout_is_verified_and_continued(tmp_path: Path) -> None:
+    """The chain is over the text, whatever its layout: earlier logs stay readable."""
+    import hashlib
+
+    path = tmp_path / "a.jsonl"
+    prev, lines = GENESIS, []
+    for seq in range(2):
+        body = (f'{{"seq":{seq},"time":1795319450.267144,"run":"old","episode":0,"step":{seq},'
+                f'"agent":null,"proposal":[1],"verdict":"warn","violations":[{{"rule": "r", '
+                f'"code": "c", "severity": "high", "message": "m", "cost": 1.0}}],"cost":1.0,'
+                f'"reward_delta":-0.5,"prev":"{prev}"')
+        prev = hashlib.sha256(body.encode()).hexdigest()
+        lines.append(f'{body},"hash":"{prev}"}}')
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert read(path).ok
+    with Recorder(path, run_id="new") as rec:
+        rec.append(0, 0, [0], "allow")
+    log = read(path)
+    assert log.ok and [r["seq"] for r in log.records] == [0, 1, 2]
+    assert log.records[2]["prev"] == log.records[1]["hash"]
