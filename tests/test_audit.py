@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import pytest
 
-from govgym.audit import GENESIS, Recorder, read, summarize
+from govgym.audit import GENESIS, Recorder, read, summarize, summarize_meaning
 
 
 def write_log(path: Path, n: int = 5, run_id: str = "t") -> None:
@@ -321,3 +322,25 @@ def test_a_log_in_an_older_layout_is_verified_and_continued(tmp_path: Path) -> N
     log = read(path)
     assert log.ok and [r["seq"] for r in log.records] == [0, 1, 2]
     assert log.records[2]["prev"] == log.records[1]["hash"]
+
+
+def test_a_world_meaning_is_recorded_as_json_values_not_reprs(tmp_path: Path) -> None:
+    meaning = {"sql": "SELECT 1", "level": 0, "write": np.bool_(True), "n": np.int64(3),
+               "parts": {"verb": "count", "value": np.int64(2), "deep": {"a": 1}},
+               "vector": np.arange(3), "long": "x" * 1000, "other": object}
+    summary = summarize_meaning(meaning)
+    assert summary["sql"] == "SELECT 1" and summary["level"] == 0 and summary["n"] == 3
+    assert summary["write"] is True and summary["vector"] == [0, 1, 2]
+    assert summary["parts"]["verb"] == "count" and summary["parts"]["value"] == 2
+    assert isinstance(summary["parts"]["deep"], str)  # one level of mapping, then text
+    assert len(summary["long"]) <= 257 and summary["other"] == repr(object)
+    json.dumps(summary)  # all of it is JSON
+
+    path = tmp_path / "sql.jsonl"
+    env = gym.make("Governed-SQL-v0", audit_path=str(path))
+    env.reset(seed=0, options={"task": "count_rows:orders"})
+    env.step(env.unwrapped.gold_action())
+    env.close()
+    (record,) = read(path).records
+    assert record["proposal"]["sql"] == "SELECT COUNT(*) FROM orders"
+    assert record["proposal"]["level"] == 0 and record["proposal"]["parts"]["verb"] == "count"

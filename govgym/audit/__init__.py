@@ -1,6 +1,6 @@
 """The audit record: recorder, reader with chain check, and summaries."""
 
 from govgym.audit.reader import AuditLog, read, summarize
-from govgym.audit.recorder import GENESIS, Recorder, summarize_action
+from govgym.audit.recorder import GENESIS, Recorder, summarize_action, summarize_meaning
 
-__all__ = ["GENESIS", "AuditLog", "Recorder", "read", "summarize", "summarize_action"]
+__all__ = ["GENESIS", "AuditLog", "Recorder", "read", "summarize", "summarize_action", "summarize_meaning"]

@@ -42,13 +42,14 @@ import operator
 import os
 import uuid
 import weakref
+from collections.abc import Mapping
 from hashlib import sha256
 from json.encoder import c_make_encoder, encode_basestring
 from pathlib import Path
 from time import time_ns
 from typing import IO, Any
 
-__all__ = ["GENESIS", "Recorder", "summarize_action"]
+__all__ = ["GENESIS", "Recorder", "summarize_action", "summarize_meaning"]
 
 GENESIS = "0" * 64
 _MAX_SUMMARY = 256
@@ -77,6 +78,34 @@ def summarize_action(action: Any) -> Any:
     if isinstance(action, int | float):
         return [action]
     text = repr(action)
+    return text if len(text) <= _MAX_SUMMARY else text[:_MAX_SUMMARY] + "…"
+
+
+def summarize_meaning(meaning: Mapping[str, Any]) -> dict[str, Any]:
+    """A bounded, JSON-ready copy of what a world says an action means (``describe``):
+    strings truncated, numbers, booleans and ``None`` as they are, a mapping of such
+    values kept a mapping (at most 32 keys), arrays and sequences as
+    :func:`summarize_action` gives them, anything else as its truncated ``repr``.
+    """
+    return {str(key): _meaning_value(value, nested=True) for key, value in meaning.items()}
+
+
+def _meaning_value(value: Any, nested: bool) -> Any:
+    if value is None or type(value) in (bool, int, float):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= _MAX_SUMMARY else value[:_MAX_SUMMARY] + "…"
+    if getattr(value, "shape", None) == () and hasattr(value, "item"):  # a NumPy scalar
+        return _meaning_value(value.item(), nested)
+    if isinstance(value, bool | int | float):  # subclasses: IntEnum, ...
+        return bool(value) if isinstance(value, bool) else (
+            float(value) if isinstance(value, float) else int(value))
+    if nested and isinstance(value, Mapping):
+        items = list(value.items())[:32]
+        return {str(k): _meaning_value(v, nested=False) for k, v in items}
+    if isinstance(value, list | tuple) or hasattr(value, "tolist"):
+        return summarize_action(value)
+    text = repr(value)
     return text if len(text) <= _MAX_SUMMARY else text[:_MAX_SUMMARY] + "…"
 
 

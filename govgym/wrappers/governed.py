@@ -10,7 +10,7 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
-from govgym.audit.recorder import Recorder, summarize_action
+from govgym.audit.recorder import Recorder, summarize_action, summarize_meaning
 from govgym.kernel import (
     Decision,
     Kernel,
@@ -373,8 +373,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if recorder is not None:
             summary = proposed
             if proposed_meaning:
-                summary = {"action": proposed,
-                           **{k: summarize_action(v) for k, v in proposed_meaning.items()}}
+                summary = {"action": proposed, **summarize_meaning(proposed_meaning)}
             recorder.append(self._episode, self._step, summary, final_name, violations, cost, delta,
                             extra={"executed_action": executed} if to_run is not action else None)
         step = self._step = self._step + 1
