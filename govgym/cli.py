@@ -108,7 +108,7 @@ def _cmd_audit_summary(args: argparse.Namespace) -> int:
               f"total cost {summary['total_cost']:.4g}, chain {'ok' if log.ok else 'BROKEN'}")
         print("verdicts: " + ", ".join(f"{k}={v}" for k, v in summary["verdicts"].items()))
         for title, key in (("by rule", "violations_by_rule"), ("by severity", "violations_by_severity")):
-            print(f"violations {title}:")
+            print(f"violations {title}:" + ("" if summary[key] else " none"))
             for name, row in summary[key].items():
                 print(f"  {name:<24} {row['count']:>8}  {row['per_1000']:>10.3f} per 1,000 decisions")
     return 0 if log.ok else 1

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gymnasium as gym
 
+import govgym
 from govgym.cli import main
 
 
@@ -57,6 +58,14 @@ def test_audit_verify_and_summary(tmp_path: Path) -> None:
     assert verified.returncode == 0 and "chain intact" in verified.stdout
     summary = run("audit", "summary", str(path))
     assert summary.returncode == 0 and "envelope" in summary.stdout and "per 1,000" in summary.stdout
+    clean = tmp_path / "clean.jsonl"
+    env = gym.make("CartPole-v1")
+    env = govgym.GovernedEnv(env, "cartpole-envelope", audit_path=str(clean))
+    env.reset(seed=0)
+    env.step(0)
+    env.close()
+    quiet = run("audit", "summary", str(clean))
+    assert quiet.returncode == 0 and "violations by rule: none" in quiet.stdout
     lines = path.read_text().splitlines()
     lines[4] = lines[4].replace('"step":4', '"step":40')
     path.write_text("\n".join(lines) + "\n")
