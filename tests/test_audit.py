@@ -339,8 +339,11 @@ def test_a_world_meaning_is_recorded_as_json_values_not_reprs(tmp_path: Path) ->
     path = tmp_path / "sql.jsonl"
     env = gym.make("Governed-SQL-v0", audit_path=str(path))
     env.reset(seed=0, options={"task": "count_rows:orders"})
-    env.step(env.unwrapped.gold_action())
+    gold = env.unwrapped.gold_action()
+    env.step(gold)
     env.close()
     (record,) = read(path).records
-    assert record["proposal"]["sql"] == "SELECT COUNT(*) FROM orders"
-    assert record["proposal"]["level"] == 0 and record["proposal"]["parts"]["verb"] == "count"
+    meaning = record["proposal"]["meaning"]
+    assert record["proposal"]["action"] == gold.tolist()
+    assert meaning["sql"] == "SELECT COUNT(*) FROM orders"
+    assert meaning["level"] == 0 and meaning["parts"]["verb"] == "count"

@@ -58,22 +58,26 @@ def read(path: str | os.PathLike[str]) -> AuditLog:
     log = AuditLog(Path(path))
     prev = GENESIS
     expected_seq: int | None = None
-    with log.path.open("r", encoding="utf-8") as fh:
-        lines = fh.read().split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    log._line_count = len(lines)
-    for number, line in enumerate(lines, start=1):
-        if not line:
+    # bytes, decoded line by line: a crash can cut a line inside a UTF-8 character
+    raw_lines = log.path.read_bytes().split(b"\n")
+    if raw_lines and raw_lines[-1] == b"":
+        raw_lines.pop()
+    log._line_count = len(raw_lines)
+    for number, raw in enumerate(raw_lines, start=1):
+        if not raw:
             continue
-        match = _TAIL.search(line)
         try:
+            line = raw.decode("utf-8")
             record = json.loads(line)
-        except ValueError:
-            record = None
-        if record is None or match is None:
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
+            line, record = "", None
+        match = _TAIL.search(line)
+        if record is None and match is None:  # what a crash mid-write leaves
             log.torn.append(number)
             continue
+        if not isinstance(record, dict) or match is None:  # no crash leaves a whole line like this
+            return _break(log, number, "a complete line that is not a hash-chained record "
+                                       "(a record rewritten without its hash, or inserted)")
         body = line[: match.start()]
         own = hashlib.sha256(body.encode()).hexdigest()
         if own != match.group(1) or record.get("hash") != own:

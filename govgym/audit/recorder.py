@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import operator
 import os
+import re
 import uuid
 import weakref
 from collections.abc import Mapping
@@ -48,6 +49,11 @@ from json.encoder import c_make_encoder, encode_basestring
 from pathlib import Path
 from time import time_ns
 from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory lock
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["GENESIS", "Recorder", "summarize_action", "summarize_meaning"]
 
@@ -291,6 +297,30 @@ def _write(fh: IO[str], lines: list[str]) -> None:
     lines.clear()
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate written as a JSON ``\\uXXXX`` escape: only a JSON
+    string can hold one, and the escape reads back as the same character."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _lock(fh: IO[str], path: Path) -> None:
+    """One recorder per file: two would each continue the chain from where it stood when
+    they opened it, and interleave two chains. (POSIX advisory lock, released on close.)"""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise RuntimeError(
+            f"audit log {path} is already open by another recorder; give each env its own "
+            "file, e.g. audit_path='runs/audit-{run}.jsonl' ({run} becomes the env's run id)"
+        ) from None
+
+
 def _finalize(fh: IO[str], lines: list[str]) -> None:
     if not fh.closed:
         if lines:
@@ -325,6 +355,8 @@ class Recorder:
         self._episode: Any = None  # the episode self._head was built for
         self._head = _head(self._run_json, None)
         self._fh = self.path.open("a", encoding="utf-8")
+        _lock(self._fh, self.path)
+        self._closed = False
         if self._fh.tell() > 0 and not self._ends_with_newline():
             self._fh.write("\n")  # terminate a torn line so the chain resumes on its own line
         self._lines: list[str] = []  # finished lines, not yet written
@@ -341,6 +373,8 @@ class Recorder:
                extra: dict[str, Any] | None = None) -> None:
         """Serialise, hash and buffer one decision record (``proposal`` should already
         be bounded, see :func:`summarize_action`)."""
+        if self._closed:
+            raise ValueError(f"recorder for {self.path} is closed")
         micros = time_ns() // 1000
         seq = self._seq + 1
         try:  # the fast path: cached text for what repeats, checks folded into lookups
@@ -369,7 +403,12 @@ class Recorder:
             body = (f'{{"seq":{seq},"time":{micros}{_head(self._run_json, episode)}'
                     f'{_integer(step)}{_summary(proposal, verdict, cost, reward_delta, agent)}'
                     f'{_rest(violations, extra)}{self._prev}"')
-        self._prev = digest = sha256(body.encode()).hexdigest()
+        try:
+            encoded = body.encode()
+        except UnicodeEncodeError:  # a lone surrogate (legal in a str, not in UTF-8)
+            body = _escape_surrogates(body)
+            encoded = body.encode()
+        self._prev = digest = sha256(encoded).hexdigest()
         self._seq = seq
         lines = self._lines
         lines.append(f'{body},"hash":"{digest}"}}\n')
@@ -395,6 +434,7 @@ class Recorder:
         return self._fh.closed
 
     def close(self) -> None:
+        self._closed = True
         self._finalizer()
 
     def __enter__(self) -> Recorder:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the rule kinds (and pydantic) load on first use, not at imp
 
 __all__ = [
     "DEFAULT_VERDICTS",
+    "RESERVED_RULE_NAMES",
     "Policy",
     "PolicyError",
     "RuleConfig",
@@ -45,6 +46,9 @@ DEFAULT_VERDICTS: dict[Severity, Verdict] = {
     Severity.CRITICAL: Verdict.TERMINATE,
 }
 
+#: Names a rule may not take: a governed env reports ``info["cost_<rule name>"]``, and
+#: ``cost_limit`` is already a key of its info.
+RESERVED_RULE_NAMES = frozenset({"limit"})
 _POLICY_KEYS = {"name", "description", "verdicts", "rules"}
 _COMMON_RULE_KEYS = {"kind", "name", "severity", "cost", "verdict", "description"}
 
@@ -247,6 +251,10 @@ def _parse_rules(raw: Any, problems: _Problems) -> list[RuleConfig]:
         if rule.name in seen:
             problems.add(("rules", i, "name"),
                          f"duplicate rule name {rule.name!r}; give each rule a unique name", rule.name)
+        if rule.name in RESERVED_RULE_NAMES:
+            problems.add(("rules", i, "name"),
+                         f"rule name {rule.name!r} is reserved: info['cost_{rule.name}'] is already "
+                         "part of the info contract", rule.name)
         seen.add(rule.name)
         rules.append(rule)
     return rules

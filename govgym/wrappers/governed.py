@@ -116,6 +116,13 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     counts the steps that reached it, and an agent that is always blocked must still
     see its episode end.
 
+    ``audit_path`` writes every decision to a hash-chained JSON Lines log
+    (:class:`govgym.audit.Recorder`; the proposal is recorded as ``{"action": ...,
+    "meaning": ...}`` when the world describes its actions). One file takes one
+    recorder: a second env opening the same path is refused, so in a vector env write
+    ``audit_path="runs/audit-{run}.jsonl"``, where ``{run}`` becomes each env's run id
+    (``run_id``, or a random one).
+
     Example:
         >>> import gymnasium as gym
         >>> from govgym import GovernedEnv
@@ -158,19 +165,17 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise ValueError(f"intervention must be a severity->verdict mapping or 'monitor', "
                              f"got {intervention!r}")
         policy = load_policy(policy)
+        self._monitor = monitor
+        self._describe = getattr(env.unwrapped, "describe", None)
+        self._world_idle_info = getattr(env.unwrapped, "idle_info", None)
+        self._episode = -1
+        self._cost_limit: float | None = None
         self.kernel = Kernel(policy.monitor_only()) if monitor else Kernel(policy, intervention)
-        self._cost_keys = [f"cost_{name}" for name in self.kernel.rule_names]
-        self._cost_key_of = {name: f"cost_{name}" for name in self.kernel.rule_names}
         self.shaping = Shaping.off() if monitor else Shaping.from_config(shaping)
         self.safe_action = safe_action
         self.cost_limit = None if cost_limit is None else float(cost_limit)
         self.max_episode_steps = (_time_limit_of(env) if max_episode_steps is None
                                   else int(max_episode_steps))
-        self._describe = getattr(env.unwrapped, "describe", None)
-        self._world_idle_info = getattr(env.unwrapped, "idle_info", None)
-        if not monitor:  # a monitor measures the world as it is: no enforcement inside it
-            for rule in self.kernel.rules:
-                rule.attach(env.unwrapped)
         self.recorder: Recorder | None = None
         if audit_path is not None:
             import uuid
@@ -178,19 +183,35 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             run = run_id or uuid.uuid4().hex[:12]
             path = str(audit_path).replace("{run}", run)
             self.recorder = Recorder(path, run_id=run, flush_every=flush_every)
-        self._ctx = self.kernel.new_context()
-        # no rules and no describe(): nothing to judge, only the info contract to keep
-        self._unruled = not self.kernel.rules and self._describe is None
-        # nothing to judge before a step: skip building the proposal (unless a subclass
-        # builds its own)
-        self._judges_proposals = (self.kernel.checks_proposals or self._describe is not None
-                                  or type(self).propose is not GovernedEnv.propose)
-        self._episode = -1
         self._step = 0
         self._last_obs: Any = None
         self._episode_cost = 0.0
         self._episode_violations = 0
         self._episode_executed = 0
+
+    @property
+    def kernel(self) -> Kernel:
+        """The kernel that judges every step. Assigning another one takes effect at once
+        (its rules are attached to the world, unless this env is a monitor, and start
+        from a fresh context)."""
+        return self._kernel
+
+    @kernel.setter
+    def kernel(self, kernel: Kernel) -> None:
+        self._kernel = kernel
+        names = kernel.rule_names
+        self._cost_keys = [f"cost_{name}" for name in names]
+        self._cost_key_of = {name: f"cost_{name}" for name in names}
+        own_propose = type(self).propose is not GovernedEnv.propose  # a subclass's proposals
+        # no rules and no describe(): nothing to judge, only the info contract to keep
+        self._unruled = not kernel.rules and self._describe is None and not own_propose
+        # nothing to judge before a step: skip building the proposal
+        self._judges_proposals = kernel.checks_proposals or self._describe is not None or own_propose
+        self._ctx = kernel.new_context(max(self._episode, 0))
+        self.cost_limit = self._cost_limit  # the info templates hold the cost_<rule> keys
+        if not self._monitor:  # a monitor measures the world as it is: no enforcement inside it
+            for rule in kernel.rules:
+                rule.attach(self.env.unwrapped)
 
     @property
     def cost_limit(self) -> float | None:
@@ -317,7 +338,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if self._judges_proposals:
             proposal = self.propose(action)
             proposed_meaning = proposal.meaning
-            pre = self.kernel.decide(proposal, self._ctx)
+            pre = self._kernel.decide(proposal, self._ctx)
             verdict = pre.verdict
         else:  # no pre-step rule and no describe(): the verdict is allow, no proposal needed
             proposed_meaning = {}
@@ -339,7 +360,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 copy.deepcopy(self._last_obs), 0.0, False, False, self._idle_info())
             meaning, to_run = {}, None
         raw_reward = reward if type(reward) is float else float(reward)
-        post = self.kernel.review(
+        post = self._kernel.review(
             Outcome(obs, raw_reward, terminated, truncated, info, to_run, runs, meaning), self._ctx)
         if verdict == _TERMINATE or post.verdict == _TERMINATE:  # ended by policy: terminated only
             stopped_by_policy = terminated = True
@@ -373,7 +394,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if recorder is not None:
             summary = proposed
             if proposed_meaning:
-                summary = {"action": proposed, **summarize_meaning(proposed_meaning)}
+                summary = {"action": proposed, "meaning": summarize_meaning(proposed_meaning)}
             recorder.append(self._episode, self._step, summary, final_name, violations, cost, delta,
                             extra={"executed_action": executed} if to_run is not action else None)
         step = self._step = self._step + 1
@@ -410,7 +431,8 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 else:
                     violations.append({**v.as_dict(), "stage": stage, "executed": executed})
                 rule = v.rule
-                info[cost_keys.get(rule) or f"cost_{rule}"] += v.cost
+                key = cost_keys.get(rule) or f"cost_{rule}"  # a rule may report for another name
+                info[key] = info.get(key, 0.0) + v.cost
         cost = pre.cost + post.cost
         delta = self.shaping.delta(pre_found + post_found if pre_found else post_found)
         self._episode_cost += cost
