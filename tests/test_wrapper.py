@@ -59,6 +59,9 @@ def test_replace_prefers_repair_then_safe_action_else_blocks() -> None:
     env.reset(seed=0)
     *_, info = env.step(np.array([2.0], dtype=np.float32))
     assert info["governance"]["executed_action"] == pytest.approx([1.8])
+    for beyond in (2.5, 40.0, -2.5):  # past the space bound: Pendulum would clip to 2.0
+        *_, info = env.step(np.array([beyond], dtype=np.float32))
+        assert info["governance"]["executed_action"] == pytest.approx([np.sign(beyond) * 1.8])
     nothing_allowed = cartpole({"name": "p", "rules": [{"kind": "forbidden_actions", "values": [0, 1]}]},
                                intervention={"high": "replace"})
     nothing_allowed.reset(seed=0)
