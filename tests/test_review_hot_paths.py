@@ -366,3 +366,21 @@ def test_a_meaning_key_named_action_does_not_hide_the_action(tmp_path: Path) -> 
     env.close()
     (record,) = records_of(path)
     assert record["proposal"]["action"] == [1]
+
+
+def test_numpy_values_are_recorded_as_numbers_and_bad_values_raise_value_error(tmp_path: Path) -> None:
+    path = tmp_path / "np.jsonl"
+    rec = Recorder(path)
+    violation = {"rule": "r", "code": "c", "severity": "high", "cost": np.float32(1.5),
+                 "stage": "post", "executed": np.bool_(True), "message": "m", "extra": np.int64(7)}
+    rec.append(0, 0, {"action": np.arange(2), "n": np.int64(3)}, "warn", [violation], cost=1.5)
+    for bad in ({"cost": 10**400}, {"proposal": (circular := [])}):
+        if "proposal" in bad:
+            circular.append(circular)
+        with pytest.raises(ValueError):
+            rec.append(0, 1, bad.get("proposal", [0]), "allow", cost=bad.get("cost", 0.0))
+    rec.close()
+    (record,) = read(path).records  # the refused appends left nothing behind
+    assert record["proposal"] == {"action": [0, 1], "n": 3}
+    (written,) = record["violations"]
+    assert written["executed"] is True and written["cost"] == 1.5 and written["extra"] == 7

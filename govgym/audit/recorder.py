@@ -139,13 +139,31 @@ def _last_record(path: Path) -> tuple[int, str]:
 
 # -- encoding ------------------------------------------------------------------------------
 
+def _default(value: Any) -> Any:
+    """What JSON cannot write as is: NumPy arrays and scalars as Python values, anything
+    else as its ``str``."""
+    tolist = getattr(value, "tolist", None)
+    return tolist() if callable(tolist) else str(value)
+
+
 def _make_encode() -> Any:
-    """Compact ``json.dumps(o, ensure_ascii=False, default=str)`` with the encoder built
-    once (``json.dumps`` with any keyword builds a new one per call: ~1 us)."""
+    """Compact ``json.dumps(o, ensure_ascii=False, default=_default)`` with the encoder
+    built once (``json.dumps`` with any keyword builds a new one per call: ~1 us). A
+    circular value raises ``ValueError``."""
     if c_make_encoder is None:  # no C accelerator: the plain encoder
-        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
-    encoder = c_make_encoder(None, str, encode_basestring, None, ":", ",", False, False, True)
-    return lambda o: "".join(encoder(o, 0))
+        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_default).encode
+
+    # markers=None: no cycle check per container (the check costs a new encoder per call);
+    # a circular value ends in RecursionError instead, turned into the ValueError here
+    encoder = c_make_encoder(None, _default, encode_basestring, None, ":", ",", False, False, True)
+
+    def encode(value: Any) -> str:
+        try:
+            return "".join(encoder(value, 0))
+        except RecursionError:
+            raise ValueError("circular (or too deeply nested) value") from None
+
+    return encode
 
 
 _encode = _make_encode()
@@ -154,7 +172,10 @@ _encode = _make_encode()
 def _number(value: Any) -> str:
     """JSON text of ``float(value)``: ``0.0`` for either zero, ``NaN`` / ``Infinity`` as
     ``json.dumps`` writes them. Raises ``TypeError`` / ``ValueError`` for a non-number."""
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        raise ValueError(f"{value!r} is too large for a float") from None
     if number == 0.0:
         return "0.0"
     if number - number == 0.0:  # finite

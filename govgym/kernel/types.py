@@ -75,7 +75,7 @@ def check_cost(value: Any, where: str) -> float:
     """Return ``value`` as a float cost, or raise if it is NaN, infinite or negative."""
     try:
         cost = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float
         raise ValueError(f"{where}: cost {value!r} is not a number") from None
     if math.isnan(cost) or math.isinf(cost) or cost < 0.0:
         raise ValueError(f"{where}: cost must be finite and >= 0, got {value!r}")
