@@ -337,8 +337,9 @@ def _lock(fh: IO[str], path: Path) -> None:
     except OSError:
         fh.close()
         raise RuntimeError(
-            f"audit log {path} is already open by another recorder; give each env its own "
-            "file, e.g. audit_path='runs/audit-{run}.jsonl' ({run} becomes the env's run id)"
+            f"audit log {path} is already open by another recorder (close that env first, "
+            "or give each env its own file, e.g. audit_path='runs/audit-{run}.jsonl': {run} "
+            "becomes the env's run id)"
         ) from None
 
 
