@@ -220,7 +220,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     @cost_limit.setter
     def cost_limit(self, value: float | None) -> None:
         self._cost_limit = value
-        # every step's info with the contract's keys in order and placeholder values: a
+        # every step's info with the contract's keys in order and starting values: a
         # step copies it and assigns, rather than growing a dict key by key
         limit = {} if value is None else {"cost_limit": value}
         totals = {"episode_cost": 0.0, "episode_violations": 0, "episode_executed_violations": 0}
