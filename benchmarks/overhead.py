@@ -12,6 +12,18 @@ Variants, all stepping the same pre-generated actions from the same reset seed:
   wide that no step breaks them: the fixed cost of a governed step, apart from the cost
   of violations (with random actions the shipped envelope is broken on many steps; the
   run's ``workload`` section says how many). No target; for reading the others.
+- ``replay``, ``replay_governed_empty``, ``replay_governed_bounds_recorder``: CartPole's
+  own trajectory for these actions, recorded once and played back by a world that does
+  nothing else (no physics, no Gymnasium checker wrappers), bare and governed as above.
+  The difference to ``replay`` is what governance itself costs per step on exactly this
+  workload, the world's cost left out; the results set it against what each ratio
+  target allows (``budget``). No target; for reading the others.
+
+Floors (``floors``), timed in the same run on the audit log the governed run wrote: a
+SHA-256 of each record line alone (``hashlib``, what any per-record hash chain pays) and
+one ``write`` + ``flush`` of each episode's lines (the flush at every episode end),
+per step. Both are costs of the recorder's format and flush rule that no code in govgym
+can avoid.
 
 What is timed: the whole loop of ``steps`` calls to ``step``, including the ``reset()``
 that follows every episode end (identical in every variant), divided by ``steps``. So the
@@ -41,6 +53,8 @@ Run: ``python benchmarks/overhead.py`` (about a minute; ``--quick`` for a smoke 
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import os
 import statistics
 import subprocess
@@ -78,7 +92,13 @@ VARIANTS: dict[str, str] = {
     "governed_bounds_recorder": f'GovernedEnv(raw, policy="{POLICY}", audit_path=<tmp>)',
     "governed_bounds": f'GovernedEnv(raw, policy="{POLICY}")',
     "governed_bounds_recorder_clean": "as governed_bounds_recorder, bounds never broken",
+    "replay": "Replay(CartPole-v1's trajectory): the world's cost left out",
+    "replay_governed_empty": "GovernedEnv(replay, policy=None)",
+    "replay_governed_bounds_recorder": f'GovernedEnv(replay, policy="{POLICY}", audit_path=<tmp>)',
 }
+# governed variant on the replayed trajectory -> the variant whose target it explains
+REPLAYED = {"replay_governed_empty": "governed_empty",
+            "replay_governed_bounds_recorder": "governed_bounds_recorder"}
 
 # (variant, limit on its median ratio to raw, where the target comes from)
 TARGETS = [
@@ -91,8 +111,66 @@ FULL = {"repeats": 15, "steps": 20_000, "warmup": 500, "import_runs": 7}
 QUICK = {"repeats": 2, "steps": 300, "warmup": 20, "import_runs": 2}
 
 
-def make_variant(name: str, audit_dir: Path) -> gym.Env:
-    world = gym.make(ENV_ID)
+Tape = list[tuple[Any, list[tuple[Any, float, bool, bool]]]]
+
+
+class Replay(gym.Env):  # type: ignore[type-arg]
+    """CartPole-v1's own episodes, played back: the observations, rewards and episode
+    ends the raw env gave for the benchmark's actions, at almost no cost per step. Each
+    ``reset`` starts the next recorded episode (``reset(seed=...)`` the first), so an
+    episode the policy ends early skips the rest of its recording."""
+
+    def __init__(self, tape: Tape) -> None:
+        reference = gym.make(ENV_ID)
+        self.observation_space = reference.observation_space
+        self.action_space = reference.action_space
+        reference.close()
+        self._tape = tape
+        self._episode = -1
+        self._steps: list[tuple[Any, float, bool, bool]] = []
+        self._t = 0
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        self._episode = 0 if seed is not None else self._episode + 1
+        if self._episode >= len(self._tape):
+            raise RuntimeError(f"the replay tape holds {len(self._tape)} episodes; record more")
+        obs, self._steps = self._tape[self._episode]
+        self._t = 0
+        return obs, {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated = self._steps[self._t]
+        self._t += 1
+        return obs, reward, terminated, truncated, {}
+
+
+def record_tape(actions: list[int]) -> Tape:
+    """CartPole-v1's episodes for ``actions`` from ``reset(seed=SEED)``, as the timing loop
+    runs them, then as many again (the actions once more): spare episodes for a governed
+    run whose policy ends some early."""
+    env = gym.make(ENV_ID)
+    obs, _ = env.reset(seed=SEED)
+    tape: Tape = [(obs, [])]
+    for action in actions + actions:
+        obs, reward, terminated, truncated, _ = env.step(action)
+        tape[-1][1].append((obs, float(reward), terminated, truncated))
+        if terminated or truncated:
+            tape.append((env.reset()[0], []))
+    env.close()
+    return tape
+
+
+def make_variant(name: str, audit_dir: Path, tape: Tape | None = None) -> gym.Env:
+    if name.startswith("replay"):
+        if tape is None:
+            raise ValueError(f"variant {name!r} needs the recorded tape")
+        world: gym.Env = Replay(tape)
+        log = audit_dir / f"{name}.jsonl"
+        name = name.removeprefix("replay").removeprefix("_") or "raw"
+    else:
+        world = gym.make(ENV_ID)
+        log = audit_dir / f"{name}.jsonl"
     if name == "raw":
         return world
     if name == "wrapper":
@@ -102,11 +180,9 @@ def make_variant(name: str, audit_dir: Path) -> gym.Env:
     if name == "governed_bounds":
         return GovernedEnv(world, policy=POLICY)
     if name == "governed_bounds_recorder":
-        return GovernedEnv(world, policy=POLICY, audit_path=audit_dir / f"{name}.jsonl",
-                           run_id="bench")
+        return GovernedEnv(world, policy=POLICY, audit_path=log, run_id="bench")
     if name == "governed_bounds_recorder_clean":
-        return GovernedEnv(world, policy=never_broken(POLICY),
-                           audit_path=audit_dir / f"{name}.jsonl", run_id="bench")
+        return GovernedEnv(world, policy=never_broken(POLICY), audit_path=log, run_id="bench")
     raise ValueError(f"unknown variant {name!r}")
 
 
@@ -151,9 +227,10 @@ def harness_ns(actions: list[int]) -> float:
     return wall / len(actions)
 
 
-def characterise(actions: list[int], audit_dir: Path) -> dict[str, Any]:
+def characterise(actions: list[int], audit_dir: Path, variant: str = "governed_bounds_recorder",
+                 tape: Tape | None = None) -> dict[str, Any]:
     """What the governed run does with these actions (untimed): how often rules fire."""
-    env = make_variant("governed_bounds_recorder", audit_dir / "characterise")
+    env = make_variant(variant, audit_dir / "characterise", tape)
     env.reset(seed=SEED)
     steps_with_violation = violations = by_policy = episodes = 0
     for action in actions:
@@ -177,12 +254,54 @@ def characterise(actions: list[int], audit_dir: Path) -> dict[str, Any]:
         "steps_with_violation_fraction": steps_with_violation / n,
         "violations_per_step": violations / n,
         "audit_bytes_per_record": size / recorder.records_written,
+        "audit_log": recorder.path,
+    }
+
+
+def floors(log: Path, repeats: int, out_dir: Path) -> dict[str, Any]:
+    """Per step, on the lines of a governed run's audit log: a SHA-256 of each line alone,
+    and one write + flush of each episode's lines to a new file (text mode, UTF-8, as the
+    recorder writes). Medians over ``repeats``, interleaved."""
+    lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
+    encoded = [line.encode() for line in lines]
+    episodes: list[list[str]] = []
+    current = None
+    for line in lines:
+        episode = json.loads(line)["episode"]
+        if episode != current:
+            episodes.append([])
+            current = episode
+        episodes[-1].append(line)
+    sha256 = hashlib.sha256
+    hash_samples: list[float] = []
+    flush_samples: list[float] = []
+    for repeat in range(repeats):
+        gc.collect()
+        start = time.perf_counter_ns()
+        for body in encoded:
+            sha256(body).hexdigest()
+        hash_samples.append((time.perf_counter_ns() - start) / len(encoded))
+        path = out_dir / f"floor-{repeat}.jsonl"
+        with path.open("a", encoding="utf-8") as fh:
+            write, flush = fh.write, fh.flush
+            start = time.perf_counter_ns()
+            for group in episodes:
+                write("".join(group))
+                flush()
+            flush_samples.append((time.perf_counter_ns() - start) / len(lines))
+        path.unlink()
+    return {
+        "records": len(lines),
+        "episodes": len(episodes),
+        "sha256_ns_per_step": stats(hash_samples),
+        "write_flush_per_episode_ns_per_step": stats(flush_samples),
     }
 
 
 def run_steps(params: dict[str, int], audit_root: Path) -> dict[str, Any]:
     actions = np.random.default_rng(ACTION_SEED).integers(0, 2, params["steps"]).tolist()
     warm = actions[: params["warmup"]]
+    tape = record_tape(actions)
     names = list(VARIANTS)
     samples: dict[str, list[float]] = {n: [] for n in names}
     cpu_samples: dict[str, list[float]] = {n: [] for n in names}
@@ -190,7 +309,7 @@ def run_steps(params: dict[str, int], audit_root: Path) -> dict[str, Any]:
     for repeat in range(params["repeats"]):
         for name in rotated(names, repeat):
             audit_dir = audit_root / f"r{repeat}"
-            env = make_variant(name, audit_dir)
+            env = make_variant(name, audit_dir, tape)
             timed_steps(env, warm)
             wall, cpu, ended = timed_steps(env, actions)
             env.close()
@@ -216,10 +335,24 @@ def run_steps(params: dict[str, int], audit_root: Path) -> dict[str, Any]:
             "samples_ns_per_step": [round(x, 1) for x in samples[name]],
             "samples_cpu_ns_per_step": [round(x, 1) for x in cpu_samples[name]],
         }
+    workload = characterise(actions, audit_root)
+    replayed = characterise(actions, audit_root / "replay", "replay_governed_bounds_recorder", tape)
+    for key in ("steps_with_violation_fraction", "violations_per_step", "episodes_ended_by_policy"):
+        workload[f"replay_{key}"] = replayed[key]
+    budget = {}
+    for name, target_variant in REPLAYED.items():
+        limit = next(limit for variant, limit, _ in TARGETS if variant == target_variant)
+        budget[target_variant] = {
+            "allowed_ns_per_step": (limit - 1.0) * raw["median"],
+            "governance_ns_per_step_replayed": (variants[name]["ns_per_step"]["median"]
+                                                - variants["replay"]["ns_per_step"]["median"]),
+        }
     return {
         "variants": variants,
         "harness_ns_per_step": harness_ns(actions),
-        "workload": characterise(actions, audit_root),
+        "workload": {k: v for k, v in workload.items() if k != "audit_log"},
+        "floors": floors(workload["audit_log"], params["repeats"], audit_root),
+        "budget": budget,
     }
 
 
@@ -313,6 +446,8 @@ def to_markdown(data: dict[str, Any]) -> str:
         f"governed steps carry a violation ({w['violations_per_step']:.2f} violations/step), "
         f"{w['episodes_ended_by_policy']} of {w['episodes_ended']} episodes ended by policy, "
         f"{w['audit_bytes_per_record']:.0f} audit bytes/record.",
+        "## Where the time goes (absolute, per step)",
+        budget_text(steps),
         "## import time (fresh interpreter)",
         markdown_table(["import", "median", "range"], imp_rows),
         f"{imports['note']}. govgym adds {imports['govgym_minus_gymnasium_s'] * 1e3:.0f} ms "
@@ -323,13 +458,38 @@ def to_markdown(data: dict[str, Any]) -> str:
     return "\n\n".join(part for part in parts if part)
 
 
+def budget_text(steps: dict[str, Any]) -> str:
+    """Each ratio target as time per step: what it allows, what governance costs with the
+    world's cost left out (the replayed trajectory), and the floors inside that."""
+    f, w = steps["floors"], steps["workload"]
+    sha, flush = f["sha256_ns_per_step"]["median"], f["write_flush_per_episode_ns_per_step"]["median"]
+    rows = []
+    for variant, b in steps["budget"].items():
+        limit = next(label for v, _, label in TARGETS if v == variant)
+        rows.append([limit, fmt_ns(b["allowed_ns_per_step"]),
+                     fmt_ns(b["governance_ns_per_step_replayed"]),
+                     f"{b['governance_ns_per_step_replayed'] / b['allowed_ns_per_step']:.1f}x"])
+    return "\n\n".join([
+        markdown_table(["target", "allows (limit - 1) x raw", "governance on the replayed "
+                        "trajectory (minus `replay`)", "needed / allowed"], rows),
+        f"The replayed trajectory is CartPole's own for these actions, played back by a world "
+        f"that does nothing else; governed, {w['replay_steps_with_violation_fraction']:.0%} of "
+        f"its steps carry a violation (the live run: {w['steps_with_violation_fraction']:.0%}). "
+        f"Floors inside the recorder's share, timed on this run's audit log "
+        f"({f['records']:,} records, {f['episodes']:,} episodes): a SHA-256 of each record "
+        f"line alone (`hashlib`) {fmt_ns(sha)}/step; one write + flush of each episode's "
+        f"lines {fmt_ns(flush)}/step; together {fmt_ns(sha + flush)}/step, before any JSON is "
+        f"built or any rule runs.",
+    ])
+
+
 def profile(variant: str, steps: int) -> None:
     import cProfile
     import pstats
 
     actions = np.random.default_rng(ACTION_SEED).integers(0, 2, steps).tolist()
     with tempfile.TemporaryDirectory() as tmp:
-        env = make_variant(variant, Path(tmp))
+        env = make_variant(variant, Path(tmp), record_tape(actions))
         timed_steps(env, actions[:500])
         profiler = cProfile.Profile()
         profiler.runcall(timed_steps, env, actions)

@@ -58,7 +58,8 @@ def test_overhead_results(overhead: tuple[dict[str, Any], Path]) -> None:
     _check_environment(data, out)
     variants = data["steps"]["variants"]
     assert set(variants) == {"raw", "wrapper", "governed_empty", "governed_bounds_recorder",
-                             "governed_bounds", "governed_bounds_recorder_clean"}
+                             "governed_bounds", "governed_bounds_recorder_clean", "replay",
+                             "replay_governed_empty", "replay_governed_bounds_recorder"}
     for v in variants.values():
         assert _positive(v["ns_per_step"]["median"])
         assert _positive(v["ratio_to_raw"]) and _positive(v["ratio_to_raw_paired_median"])
@@ -67,7 +68,18 @@ def test_overhead_results(overhead: tuple[dict[str, Any], Path]) -> None:
     assert variants["raw"]["ratio_to_raw"] == 1.0
     for key in ("govgym", "gymnasium", "govgym_inherited_env"):
         assert _positive(data["imports"]["seconds"][key]["median"])
-    assert _positive(data["steps"]["workload"]["audit_bytes_per_record"])
+    workload = data["steps"]["workload"]
+    assert _positive(workload["audit_bytes_per_record"])
+    # the replayed trajectory is CartPole's own: the governed replay breaks the bounds too
+    assert _positive(workload["replay_steps_with_violation_fraction"])
+    floors = data["steps"]["floors"]
+    assert floors["records"] == data["parameters"]["steps"] and floors["episodes"] >= 1
+    assert _positive(floors["sha256_ns_per_step"]["median"])
+    assert _positive(floors["write_flush_per_episode_ns_per_step"]["median"])
+    assert set(data["steps"]["budget"]) == {"governed_empty", "governed_bounds_recorder"}
+    for budget in data["steps"]["budget"].values():
+        assert _positive(budget["allowed_ns_per_step"])
+        assert isinstance(budget["governance_ns_per_step_replayed"], float)
     assert {t["variant"] for t in data["targets"]} == {
         "governed_empty", "governed_bounds_recorder", "govgym", "govgym_inherited_env"}
     for target in data["targets"]:
