@@ -93,7 +93,7 @@ def test_audit_results(audit: tuple[dict[str, Any], Path]) -> None:
     assert set(shapes) == {"clean", "one_violation"}
     for s in shapes.values():
         for key in ("append_only_ns_per_record", "flush_ns_per_record", "total_ns_per_record",
-                    "read_ns_per_record"):
+                    "sha256_ns_per_record", "read_ns_per_record"):
             assert _positive(s[key]["median"]), key
         assert _positive(s["read_records_per_s"]) and _positive(s["bytes_per_record"])
     assert shapes["one_violation"]["bytes_per_record"] > shapes["clean"]["bytes_per_record"]
