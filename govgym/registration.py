@@ -13,6 +13,17 @@ An env spec file::
     safe_action: null                  # optional: substitute for the replace verdict
     cost_limit: 25                     # optional: reported in info for CMDP learners
     max_episode_steps: 500             # optional: defaults to the world's own
+
+Step limits. A registered id gets Gymnasium's own ``TimeLimit`` (``max_episode_steps``
+of the spec, or the world's registered limit), around the governed env, and the world
+inside is built without its ``TimeLimit`` (``gym.make(world, max_episode_steps=-1)``). So
+``gym.make(id, max_episode_steps=n)`` runs ``n`` steps, longer or shorter than the
+world's default, and blocked steps (which never reach the world) count. As everywhere in
+Gymnasium, a step that ends the episode on the limit step reports ``truncated=True``
+too: ``terminated`` and ``governance["terminated_by_policy"]`` still say that the world
+or the policy ended it. :func:`make` of a plain Gymnasium id builds the world the same
+way and gives the limit to :class:`GovernedEnv` instead (which leaves ``truncated``
+False when the episode terminated on the limit step).
 """
 
 from __future__ import annotations
@@ -108,7 +119,16 @@ def _make_world(world: str, world_kwargs: Mapping[str, Any], render_mode: str | 
     if ":" in world and world.split(":", 1)[0] not in gym.registry and "." in world.split(":", 1)[0]:
         creator = gym.envs.registration.load_env_creator(world)
         return creator(**kwargs)
-    return gym.make(world, disable_env_checker=True, **kwargs)
+    # no TimeLimit inside: the limit is applied around the governed env (see the module doc)
+    return gym.make(world, disable_env_checker=True, max_episode_steps=-1, **kwargs)
+
+
+def _registered_limit(world: str) -> int | None:
+    """The ``max_episode_steps`` Gymnasium has registered for ``world``, if it is an id."""
+    try:
+        return gym.spec(world).max_episode_steps
+    except gym.error.Error:
+        return None
 
 
 def make_governed(world: str, policy: Any, world_kwargs: Mapping[str, Any] | None = None,
@@ -130,8 +150,11 @@ def register_env_specs(specs: Mapping[str, EnvSpecFile] | None = None) -> None:
         ENV_SPECS[spec.id] = spec
         if spec.id in gym.registry:
             continue
+        limit = spec.max_episode_steps
+        if limit is None:
+            limit = _registered_limit(spec.world)
         gym.register(id=spec.id, entry_point="govgym.registration:make_governed",
-                     kwargs=spec.make_kwargs(), max_episode_steps=spec.max_episode_steps)
+                     kwargs=spec.make_kwargs(), max_episode_steps=limit)
 
 
 def make(env_id: str | gym.envs.registration.EnvSpec, policy: Any = None,
@@ -140,9 +163,10 @@ def make(env_id: str | gym.envs.registration.EnvSpec, policy: Any = None,
 
     For a govgym id, ``policy`` (if given) replaces the spec's policy. For any other id,
     the governance arguments (``intervention``, ``shaping``, ``safe_action``,
-    ``cost_limit``, ``audit_path``, ``run_id``, ``flush_every``) go to
-    :class:`GovernedEnv` and the rest to :func:`gymnasium.make`. The result records how
-    it was built, so ``gymnasium.make(env.spec)`` rebuilds it.
+    ``cost_limit``, ``max_episode_steps``, ``audit_path``, ``run_id``, ``flush_every``) go
+    to :class:`GovernedEnv` and the rest to :func:`gymnasium.make`; the world is built
+    without its ``TimeLimit`` and ``max_episode_steps`` defaults to its registered limit.
+    The result records how it was built, so ``gymnasium.make(env.spec)`` rebuilds it.
     """
     if isinstance(env_id, gym.envs.registration.EnvSpec) and _GOVERNED in {
             w.entry_point for w in env_id.additional_wrappers}:
@@ -153,7 +177,11 @@ def make(env_id: str | gym.envs.registration.EnvSpec, policy: Any = None,
             kwargs["policy"] = policy
         return gym.make(env_id, **kwargs)
     wrapper_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _WRAPPER_KEYS}
-    return GovernedEnv(gym.make(env_id, **kwargs), policy, **wrapper_kwargs)
+    if wrapper_kwargs.get("max_episode_steps") is None:  # the world's registered limit
+        registered = gym.spec(env_id) if isinstance(env_id, str) else env_id
+        wrapper_kwargs["max_episode_steps"] = registered.max_episode_steps
+    # the world without its TimeLimit: GovernedEnv applies the limit (blocked steps count)
+    return GovernedEnv(gym.make(env_id, max_episode_steps=-1, **kwargs), policy, **wrapper_kwargs)
 
 
 _GOVERNED = f"{GovernedEnv.__module__}:{GovernedEnv.__name__}"

@@ -84,7 +84,8 @@ def check_cost(value: Any, where: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Violation:
-    """One broken rule. ``cost`` is the constraint cost it adds (finite, >= 0)."""
+    """One broken rule. ``cost`` is the constraint cost it adds (finite, >= 0);
+    ``severity`` may be given by name (``"high"``) and is stored as a :class:`Severity`."""
 
     rule: str
     code: str
@@ -98,6 +99,8 @@ class Violation:
                  cost: float = 1.0) -> None:
         if type(cost) is not float or not 0.0 <= cost < _INF:  # NaN fails too
             cost = check_cost(cost, f"violation {rule}/{code}")
+        if type(severity) is not Severity:  # a name or number; anything else raises
+            severity = Severity.parse(severity)
         _set_rule(self, rule)
         _set_code(self, code)
         _set_severity(self, severity)

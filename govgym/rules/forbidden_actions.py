@@ -14,8 +14,10 @@ Examples::
 
 A range bans the open interval ``low < a < high``: its boundary values stay allowed, so
 ``repair`` (used by the ``replace`` verdict) moves a banned action to the nearer
-boundary. To ban everything up to a space bound, put ``high`` past it. Discrete bans
-also give an exact action mask.
+boundary (in the space's dtype, rounded toward the allowed side). To ban everything up
+to a space bound, put ``high`` past it, or ``.inf``: an infinite end bans the infinity
+too. A NaN in a ranged entry is banned (it cannot be judged; no repair). Discrete bans
+also give an exact action mask, and ``dims`` a per-dimension mask for ``MultiDiscrete``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,27 @@ class ForbiddenActionsParams(RuleParams):
         return self
 
 
+def _inside(a: float, r: Range) -> bool:
+    """Whether ``a`` is banned by ``r``: inside the open range, at an infinite end of it,
+    or NaN (which no comparison can place)."""
+    return r.low < a < r.high or a != a or a == r.high == np.inf or a == r.low == -np.inf
+
+
+def dims_mask(space: Any, dims: dict[int, frozenset[int]]) -> np.ndarray:
+    """A ``MultiDiscrete`` space's per-dimension masks, concatenated, with the values in
+    ``dims`` (dimension -> action values, ``start`` included) masked out."""
+    nvec = np.asarray(space.nvec).reshape(-1)
+    start = np.broadcast_to(np.asarray(getattr(space, "start", 0)).reshape(-1), nvec.shape)
+    parts = []
+    for dim, n in enumerate(nvec):
+        part = np.ones(int(n), dtype=bool)
+        for value in dims.get(dim, ()):
+            if 0 <= value - start[dim] < n:
+                part[value - start[dim]] = False
+        parts.append(part)
+    return np.concatenate(parts)
+
+
 @register_rule
 class ForbiddenActions(Rule):
     kind = "forbidden_actions"
@@ -84,7 +107,7 @@ class ForbiddenActions(Rule):
         if self._ranges:
             flat = np.asarray(action, dtype=np.float64).reshape(-1)
             for r in self._ranges:
-                if r.index < flat.size and r.low < flat[r.index] < r.high:
+                if r.index < flat.size and _inside(float(flat[r.index]), r):
                     found.append(self.violation(
                         "forbidden_range",
                         f"action[{r.index}]={flat[r.index]:.4g} inside forbidden ({r.low}, {r.high})"))
@@ -93,14 +116,7 @@ class ForbiddenActions(Rule):
     def mask(self, space: Any, state: Any) -> np.ndarray | None:
         nvec = getattr(space, "nvec", None)
         if nvec is not None:
-            parts = []
-            for dim, n in enumerate(np.asarray(nvec).reshape(-1)):
-                part = np.ones(int(n), dtype=bool)
-                for value in self._dims.get(dim, ()):
-                    if 0 <= value < n:
-                        part[value] = False
-                parts.append(part)
-            return np.concatenate(parts)
+            return dims_mask(space, self._dims)
         n = getattr(space, "n", None)
         if n is None:
             return None
@@ -115,9 +131,19 @@ class ForbiddenActions(Rule):
         if not self._ranges:
             return None
         repaired = np.array(action, dtype=np.float64).reshape(-1)
+        dtype = np.dtype(getattr(space, "dtype", None) or np.float32)
+        result = repaired.astype(dtype)
         for r in self._ranges:
-            a = repaired[r.index]
-            if r.low < a < r.high:
-                repaired[r.index] = r.low if a - r.low <= r.high - a else r.high
-        dtype = getattr(space, "dtype", np.float32)
-        return repaired.reshape(np.shape(action)).astype(dtype)
+            if r.index >= repaired.size:
+                continue
+            a = float(repaired[r.index])
+            if a != a:
+                return None  # NaN: no nearer boundary
+            if _inside(a, r):
+                to_low = a == -np.inf or (a != np.inf and a - r.low <= r.high - a)
+                boundary, outward = (r.low, -np.inf) if to_low else (r.high, np.inf)
+                value = dtype.type(boundary)
+                if dtype.kind == "f" and _inside(float(value), r):  # rounded into the range
+                    value = np.nextafter(value, dtype.type(outward))
+                result[r.index] = value
+        return result.reshape(np.shape(action))

@@ -13,8 +13,9 @@ statement kind), or every action when none is given. Example::
 
 A proposal of a counted kind is a violation when ``limit`` such actions already ran in
 the last ``window`` steps. Only executed actions count, and blocked steps still move
-the window on. For a ``Discrete`` space the rule also masks counted values while the
-window is full.
+the window on. While the window is full, the action mask leaves counted actions out:
+exactly for a ``Discrete`` space (the kernel judges every action), and per dimension for
+a ``MultiDiscrete`` one when the rule counts by ``dims``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pydantic import Field
 
 from govgym.kernel.types import Outcome, Proposal, Severity, Violation
 from govgym.rules.base import Rule, RuleParams, register_rule
+from govgym.rules.forbidden_actions import dims_mask
 
 __all__ = ["Rate"]
 
@@ -90,6 +92,13 @@ class Rate(Rule):
         return [self.violation(
             "rate_exceeded",
             f"{used} counted actions in the last {self.params.window} steps (limit {self.params.limit})")]
+
+    def mask(self, space: Any, state: RateState) -> np.ndarray | None:
+        if getattr(space, "nvec", None) is None or not self._dims:
+            return None  # Discrete: the kernel enumerates check(); kinds cannot be masked
+        if state is None or self._in_window(state) < self.params.limit:
+            return np.ones(int(np.sum(space.nvec)), dtype=bool)
+        return dims_mask(space, self._dims)
 
     def review(self, outcome: Outcome, state: RateState) -> Sequence[Violation]:
         if outcome.executed and self.counts(outcome.action, outcome.meaning):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping
 from os import PathLike
 from typing import Any, SupportsFloat
@@ -41,11 +42,14 @@ _VERDICT_NAMES = tuple(str(v) for v in Verdict)  # str(Verdict) goes through Enu
 
 
 def _declarative(value: Any) -> Any:
-    """Policies and shaping as plain data, so ``env.spec`` can rebuild the wrapper."""
+    """Policies, shaping and NumPy values as plain data, so ``env.spec`` can rebuild the
+    wrapper (and ``env.spec.to_json()`` write it)."""
     if isinstance(value, Policy):
         return value.to_dict()
     if isinstance(value, Shaping):
         return value.to_dict()
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
     return value
 
 
@@ -61,6 +65,24 @@ def _time_limit_of(env: gym.Env) -> int | None:
             return int(env._max_episode_steps)
         env = env.env
     return None
+
+
+def _merged(world_info: dict[str, Any], contract: dict[str, Any]) -> dict[str, Any]:
+    """The world's info with the contract's keys after it; a cost the world reports
+    itself (Safety-Gymnasium style ``info["cost"]``) is kept as ``world_cost``."""
+    info = {**world_info, **contract}
+    if "cost" in world_info:
+        info["world_cost"] = world_info["cost"]
+    return info
+
+
+def _snapshot(obs: Any) -> Any:
+    """A copy of an observation that later in-place edits of ``obs`` cannot reach."""
+    if type(obs) is np.ndarray:
+        return obs.copy()
+    if obs is None or isinstance(obs, str | bytes | int | float):
+        return obs
+    return copy.deepcopy(obs)
 
 
 class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -83,7 +105,10 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     replace     a substitute runs instead: the rules' nearest repair (a Box action
                 clipped out of a forbidden range) if the policy allows it, else
                 ``safe_action`` if allowed, else the first allowed action of a
-                discrete space; if none is allowed the step is blocked
+                discrete space (``MultiDiscrete``: the dimensions the mask rules out
+                set to their first allowed value); if none is allowed the step is
+                blocked. The substitute's own violations (a warning, say) are
+                reported and cost like any executed action's
     terminate   the action does not run and ``terminated=True`` (not truncated);
                 a critical outcome after a step also terminates
     ==========  ================================================================
@@ -94,6 +119,11 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     Shaping: ``reward' = reward - min(max_penalty, sum of severity penalties)``, plus
     ``clean_bonus`` on a step without violations (see :class:`govgym.shaping.Shaping`).
+    A violation whose verdict is ``allow`` costs but is not penalised.
+
+    A violation's ``executed`` says whether the action it is about reached the world: a
+    proposal's pre-step violations when it ran (allow, warn), a substitute's, and the
+    post-step ones when anything ran (on a blocked step they are not executed).
 
     ``info`` on every step and reset:
 
@@ -105,6 +135,8 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     - ``episode_cost``, ``episode_violations``, ``episode_executed_violations``: running
       totals of the episode so far (0 on reset), so the last step's info has the
       episode's totals whoever ended it; ``cost_limit`` when one is set
+    - ``world_cost``: the world's own ``info["cost"]``, when it reports one (e.g. a
+      Safety-Gymnasium env): ``cost`` is governance's, so the world's is kept here
 
     Action summaries (``proposed_action``, ``executed_action``) are JSON-ready and of one
     type per env: a list for numeric actions (a scalar becomes a one-element list), a
@@ -114,7 +146,10 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ``max_episode_steps`` (default: the world's own) truncates the episode after that
     many *governed* steps, blocked ones included: a world's own ``TimeLimit`` only
     counts the steps that reached it, and an agent that is always blocked must still
-    see its episode end.
+    see its episode end. A longer limit than the world's own ``TimeLimit`` needs a world
+    built without one (``gym.make(id, max_episode_steps=-1)``; :func:`govgym.make` does
+    this); otherwise a warning says so. An episode the policy ends on the limit step is
+    ``terminated``, not ``truncated``.
 
     ``audit_path`` writes every decision to a hash-chained JSON Lines log
     (:class:`govgym.audit.Recorder`; the proposal is recorded as ``{"action": ...,
@@ -154,7 +189,8 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self, policy=_declarative(policy), intervention=intervention,
-            shaping=_declarative(shaping), safe_action=safe_action, cost_limit=cost_limit,
+            shaping=_declarative(shaping), safe_action=_declarative(safe_action),
+            cost_limit=cost_limit,
             max_episode_steps=max_episode_steps,
             audit_path=None if audit_path is None else str(audit_path), run_id=run_id,
             flush_every=flush_every,
@@ -173,9 +209,16 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.kernel = Kernel(policy.monitor_only()) if monitor else Kernel(policy, intervention)
         self.shaping = Shaping.off() if monitor else Shaping.from_config(shaping)
         self.safe_action = safe_action
+        if safe_action is not None:
+            self._check_safe_action()
         self.cost_limit = None if cost_limit is None else float(cost_limit)
-        self.max_episode_steps = (_time_limit_of(env) if max_episode_steps is None
-                                  else int(max_episode_steps))
+        inner_limit = _time_limit_of(env)
+        self.max_episode_steps = inner_limit if max_episode_steps is None else int(max_episode_steps)
+        if inner_limit is not None and self.max_episode_steps > inner_limit:
+            warnings.warn(
+                f"max_episode_steps={self.max_episode_steps}, but the world's own TimeLimit ends "
+                f"episodes after {inner_limit} steps; build the world without it "
+                "(gym.make(id, max_episode_steps=-1)) or use govgym.make", stacklevel=2)
         self.recorder: Recorder | None = None
         if audit_path is not None:
             import uuid
@@ -207,6 +250,9 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._unruled = not kernel.rules and self._describe is None and not own_propose
         # nothing to judge before a step: skip building the proposal
         self._judges_proposals = kernel.checks_proposals or self._describe is not None or own_propose
+        # a severity or rule mapped to allow: its violations cost but are not penalised
+        self._allow_verdicts = _ALLOW in kernel.policy.verdicts.values() or any(
+            Verdict.parse(c.verdict) == _ALLOW for c in kernel.policy.rules if c.verdict is not None)
         self._ctx = kernel.new_context(max(self._episode, 0))
         self.cost_limit = self._cost_limit  # the info templates hold the cost_<rule> keys
         if not self._monitor:  # a monitor measures the world as it is: no enforcement inside it
@@ -257,32 +303,72 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise TypeError(f"action_masks needs a Discrete or MultiDiscrete action space, got {space}")
         return self.kernel.action_mask(space, self.propose, self._ctx)
 
-    def _allowed(self, action: Any) -> bool:
-        return self.action_space.contains(action) and self.kernel.decide(
-            self.propose(action), self._ctx).executes
+    def _allowed(self, action: Any) -> Decision | None:
+        """The kernel's decision on ``action`` if it is in the space and may run now."""
+        if not self.action_space.contains(action):
+            return None
+        decision = self.kernel.decide(self.propose(action), self._ctx)
+        return decision if decision.executes else None
 
-    def _substitute(self, action: Any) -> Any | None:
+    def _substitute(self, action: Any) -> tuple[Any, Decision] | None:
+        """What the ``replace`` verdict runs, with the kernel's decision on it: the rules'
+        repair of ``action``, else ``safe_action``, else (discrete spaces) the first
+        allowed action; ``None`` when none of them may run."""
         space = self.action_space
         candidate = action
         for rule in self.kernel.rules:
             repaired = rule.repair(candidate, space)
             if repaired is not None:
                 candidate = repaired
-        if candidate is not action and self._allowed(candidate):
-            return candidate
+        if candidate is not action and (decision := self._allowed(candidate)) is not None:
+            return candidate, decision
         if self.safe_action is not None:
-            safe = np.asarray(self.safe_action, dtype=space.dtype).reshape(space.shape)
-            if space.shape == ():
-                safe = safe.item()
-            if self._allowed(safe):
-                return safe
+            safe = self._safe_action()
+            if (decision := self._allowed(safe)) is not None:
+                return safe, decision
         if isinstance(space, gym.spaces.Discrete):
             mask = self.kernel.action_mask(space, self.propose, self._ctx)
             start = int(space.start)
             for i in np.flatnonzero(mask):
-                if self._allowed(start + int(i)):
-                    return start + int(i)
+                if (decision := self._allowed(start + int(i))) is not None:
+                    return start + int(i), decision
+        elif isinstance(space, gym.spaces.MultiDiscrete):
+            return self._multi_discrete_substitute(action)
         return None
+
+    def _multi_discrete_substitute(self, action: Any) -> tuple[Any, Decision] | None:
+        """The proposed action with each dimension whose value the mask rules out set to
+        that dimension's first allowed value; else the first allowed value everywhere."""
+        space = self.action_space
+        nvec = np.asarray(space.nvec).reshape(-1)
+        start = np.broadcast_to(np.asarray(space.start).reshape(-1), nvec.shape)
+        mask = self.kernel.action_mask(space, self.propose, self._ctx)
+        offsets = np.concatenate(([0], np.cumsum(nvec)[:-1]))
+        proposed = np.asarray(action).reshape(-1)
+        first = [int(np.flatnonzero(mask[o:o + n])[0]) for o, n in zip(offsets, nvec, strict=True)]
+        kept = [int(v) - int(s) if 0 <= int(v) - int(s) < n and mask[o + int(v) - int(s)] else f
+                for v, s, o, n, f in zip(proposed, start, offsets, nvec, first, strict=True)]
+        for indices in (kept, first):
+            candidate = (np.asarray(indices) + start).astype(space.dtype).reshape(space.shape)
+            if (decision := self._allowed(candidate)) is not None:
+                return candidate, decision
+        return None
+
+    def _check_safe_action(self) -> None:
+        try:
+            inside = self.action_space.contains(self._safe_action())
+        except (TypeError, ValueError) as exc:
+            inside, why = False, f": {exc}"
+        else:
+            why = ""
+        if not inside:
+            raise ValueError(f"safe_action {self.safe_action!r} is not an action of the "
+                             f"action space {self.action_space}{why}")
+
+    def _safe_action(self) -> Any:
+        space = self.action_space
+        safe = np.asarray(self.safe_action, dtype=space.dtype).reshape(space.shape)
+        return safe.item() if space.shape == () else safe
 
     # -- the Gymnasium API ----------------------------------------------------------
 
@@ -294,11 +380,11 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._episode += 1
         self._step = 0
         self._ctx = self.kernel.new_context(self._episode)
-        self._last_obs = obs
+        self._last_obs = _snapshot(obs) if self._judges_proposals else obs
         self._episode_cost = 0.0
         self._episode_violations = 0
         self._episode_executed = 0
-        info = self._info_reset.copy() if not info else {**info, **self._info_reset}
+        info = self._info_reset.copy() if not info else _merged(info, self._info_reset)
         info["governance"] = governance = _GOVERNANCE.copy()
         governance["violations"] = []
         return obs, info
@@ -312,7 +398,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raw_reward = reward if type(reward) is float else float(reward)
             delta = self._clean_bonus
             # the contract's keys (cost 0.0, episode totals 0: no rules) after the world's
-            info = self._info_unruled.copy() if not info else {**info, **self._info_unruled}
+            info = self._info_unruled.copy() if not info else _merged(info, self._info_unruled)
             if type(action) is int:  # summarize_action's answer, without the call
                 proposed, executed = [action], [action]
             else:
@@ -345,10 +431,13 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             pre = _ALLOW_PRE
             verdict = _ALLOW
         to_run = action
+        substitute = None  # the kernel's decision on a replacement, when one runs
         if verdict == _REPLACE:
-            to_run = self._substitute(action)
-            if to_run is None:
-                verdict = _BLOCK
+            found = self._substitute(action)
+            if found is None:
+                to_run, verdict = None, _BLOCK
+            else:
+                to_run, substitute = found
         runs = verdict <= _REPLACE  # allow, warn or replace
         if runs:
             obs, reward, terminated, truncated, info = self.env.step(to_run)
@@ -357,7 +446,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         else:
             # a copy: callers may keep and modify the observation of an earlier step
             obs, reward, terminated, truncated, info = (
-                copy.deepcopy(self._last_obs), 0.0, False, False, self._idle_info())
+                _snapshot(self._last_obs), 0.0, False, False, self._idle_info())
             meaning, to_run = {}, None
         raw_reward = reward if type(reward) is float else float(reward)
         post = self._kernel.review(
@@ -369,10 +458,10 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             stopped_by_policy = False
         final = verdict if verdict >= post.verdict else post.verdict
         # the contract's keys (cost_<rule> 0.0 to start with) after the world's
-        info = self._info_ruled.copy() if not info else {**info, **self._info_ruled}
+        info = self._info_ruled.copy() if not info else _merged(info, self._info_ruled)
         pre_found, post_found = pre.violations, post.violations
-        if pre_found or post_found:
-            violations, cost, delta = self._tally(info, verdict, pre, post)
+        if pre_found or post_found:  # (a replace verdict always has pre_found)
+            violations, cost, delta = self._tally(info, verdict, pre, post, runs, substitute)
         else:  # the common case: nothing to tally, no shaping
             violations, cost, delta = [], 0.0, self._clean_bonus
         info["cost"] = cost
@@ -398,7 +487,9 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             recorder.append(self._episode, self._step, summary, final_name, violations, cost, delta,
                             extra={"executed_action": executed} if to_run is not action else None)
         step = self._step = self._step + 1
-        self._last_obs = obs
+        # what proposals see and a blocked step returns: a copy when steps can be blocked,
+        # as the caller may edit the observation it got in place
+        self._last_obs = _snapshot(obs) if self._judges_proposals else obs
         # running totals on every step: whoever ends the episode (the world, the policy,
         # an outer TimeLimit), its last info carries the episode's totals
         info["episode_cost"] = self._episode_cost
@@ -411,15 +502,25 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             recorder.flush()
         return obs, raw_reward + delta if delta else raw_reward, terminated, truncated, info
 
-    def _tally(self, info: dict[str, Any], verdict: Verdict, pre: Decision, post: Decision
+    def _tally(self, info: dict[str, Any], verdict: Verdict, pre: Decision, post: Decision,
+               runs: bool, substitute: Decision | None
                ) -> tuple[list[dict[str, Any]], float, float]:
         """A step's violations as info dicts, its cost and reward change; adds the cost per
-        rule to ``info`` and the violations to the episode totals."""
+        rule to ``info`` and the violations to the episode totals.
+
+        ``executed`` says whether the action a violation is about reached the world: the
+        proposal's own pre-step violations when it ran (allow, warn), a substitute's (it
+        ran), post-step ones when anything ran. Violations whose verdict is ``allow`` cost
+        but are not penalised; a step with violations earns no clean bonus."""
         pre_found, post_found = pre.violations, post.violations
-        pre_ran = verdict <= _WARN
+        substituted = substitute.violations if substitute is not None else ()
         violations: list[dict[str, Any]] = []
         cost_keys = self._cost_key_of
-        for stage, executed, found in (("pre", pre_ran, pre_found), ("post", True, post_found)):
+        executed_count = 0
+        for stage, executed, found in (("pre", verdict <= _WARN, pre_found),
+                                       ("pre", True, substituted), ("post", runs, post_found)):
+            if executed:
+                executed_count += len(found)
             for v in found:
                 if type(v) is Violation:  # as_dict() inlined, same keys in the same order
                     severity = v.severity
@@ -434,10 +535,17 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 key = cost_keys.get(rule) or f"cost_{rule}"  # a rule may report for another name
                 info[key] = info.get(key, 0.0) + v.cost
         cost = pre.cost + post.cost
-        delta = self.shaping.delta(pre_found + post_found if pre_found else post_found)
+        shaped = pre_found + post_found if pre_found else post_found
+        if substitute is not None:
+            cost += substitute.cost
+            shaped += substituted
+        if self._allow_verdicts:  # some violations may be allowed: those are not penalised
+            verdict_of = self._kernel.verdict_of
+            shaped = tuple(v for v in shaped if verdict_of(v) != _ALLOW)
+        delta = self.shaping.delta(shaped) if shaped else 0.0
         self._episode_cost += cost
         self._episode_violations += len(violations)
-        self._episode_executed += len(post_found) + (len(pre_found) if pre_ran else 0)
+        self._episode_executed += executed_count
         return violations, cost, delta
 
     def close(self) -> None:
