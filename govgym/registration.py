@@ -37,7 +37,10 @@ from typing import Any
 import gymnasium as gym
 import yaml
 
+from govgym import _yaml
 from govgym._paths import data_dir
+from govgym.kernel.policy import PolicyError, available_policies, load_policy
+from govgym.kernel.types import Severity, Verdict, check_cost
 from govgym.wrappers.governed import GovernedEnv
 
 __all__ = ["ENV_SPECS", "EnvSpecError", "EnvSpecFile", "load_env_specs", "make", "make_governed",
@@ -77,18 +80,24 @@ class EnvSpecFile:
 
 def _parse_spec(path: Path) -> EnvSpecFile:
     try:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+        data, _ = _yaml.load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise EnvSpecError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise EnvSpecError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, Mapping):
         raise EnvSpecError(f"{path}: an env spec is a mapping")
     unknown = set(data) - _SPEC_KEYS
     if unknown:
-        raise EnvSpecError(f"{path}: unknown field(s) {sorted(unknown)}; expected {sorted(_SPEC_KEYS)}")
+        raise EnvSpecError(f"{path}: unknown field(s) {sorted(map(str, unknown))}; "
+                           f"expected {sorted(_SPEC_KEYS)}")
     for required in ("id", "world", "policy"):
         if not data.get(required):
             raise EnvSpecError(f"{path}: field {required!r} is required")
+    problems = [f"field {key!r}: {problem}" for key, check in _FIELD_CHECKS.items()
+                if data.get(key) is not None and (problem := check(data[key])) is not None]
+    if problems:
+        raise EnvSpecError(f"{path}: " + "; ".join(problems))
     return EnvSpecFile(
         id=str(data["id"]), world=str(data["world"]), policy=data["policy"], source=path.name,
         description=str(data.get("description") or "").strip(),
@@ -98,10 +107,69 @@ def _parse_spec(path: Path) -> EnvSpecFile:
     )
 
 
+def _check_mapping(value: Any) -> str | None:
+    return None if isinstance(value, Mapping) else f"a mapping, got {value!r}"
+
+
+def _check_cost_limit(value: Any) -> str | None:
+    try:
+        check_cost(value, "cost_limit")
+    except ValueError:
+        return f"a finite number >= 0, got {value!r}"
+    return None
+
+
+def _check_steps(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return f"a whole number of steps >= 1, got {value!r}"
+    return None
+
+
+def _check_intervention(value: Any) -> str | None:
+    if value == "monitor":
+        return None
+    if not isinstance(value, Mapping):
+        return f"a severity -> verdict mapping or 'monitor', got {value!r}"
+    try:
+        for severity, verdict in value.items():
+            Severity.parse(severity)
+            Verdict.parse(verdict)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _check_policy(value: Any) -> str | None:
+    """A named policy must exist; an inline one must be valid (a named one is validated,
+    with its own file and lines, when it is loaded)."""
+    if isinstance(value, Mapping):
+        try:
+            load_policy(value)
+        except PolicyError as exc:
+            return "; ".join(f"{where}: {message}" for where, message in exc.problems)
+        return None
+    if not isinstance(value, str):
+        return f"a policy name, path or mapping, got {value!r}"
+    looks_like_path = value.endswith((".yaml", ".yml")) or "/" in value or "\\" in value
+    if not looks_like_path and value not in available_policies():
+        return f"no policy named {value!r}; available: {', '.join(available_policies())}"
+    return None
+
+
+_FIELD_CHECKS = {
+    "world_kwargs": _check_mapping, "shaping": _check_mapping, "policy": _check_policy,
+    "intervention": _check_intervention, "cost_limit": _check_cost_limit,
+    "max_episode_steps": _check_steps,
+}
+
+
 def load_env_specs(folder: Path | None = None) -> dict[str, EnvSpecFile]:
     """Every env spec in ``folder`` (default: the shipped ``envs/``), by id."""
+    folder = folder or data_dir("envs")
+    if not folder.is_dir():
+        raise EnvSpecError(f"{folder}: no such folder of env specs")
     specs: dict[str, EnvSpecFile] = {}
-    for path in sorted((folder or data_dir("envs")).glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         spec = _parse_spec(path)
         if spec.id in specs:
             raise EnvSpecError(f"{path}: id {spec.id!r} is already defined in {specs[spec.id].source}")
@@ -110,6 +178,7 @@ def load_env_specs(folder: Path | None = None) -> dict[str, EnvSpecFile]:
 
 
 ENV_SPECS: dict[str, EnvSpecFile] = {}
+_ENTRY_POINT = "govgym.registration:make_governed"
 
 
 def _make_world(world: str, world_kwargs: Mapping[str, Any], render_mode: str | None) -> gym.Env:
@@ -147,13 +216,17 @@ def register_env_specs(specs: Mapping[str, EnvSpecFile] | None = None) -> None:
     """Register env specs with Gymnasium (all shipped ones by default)."""
     specs = load_env_specs() if specs is None else specs
     for spec in specs.values():
+        registered = gym.registry.get(spec.id)
+        if registered is not None and registered.entry_point != _ENTRY_POINT:
+            raise EnvSpecError(f"{spec.source}: id {spec.id!r} is already registered with "
+                               f"Gymnasium by {registered.entry_point!r}; choose another id")
+        if registered is not None:  # ours: a spec registered again replaces the old one
+            del gym.registry[spec.id]
         ENV_SPECS[spec.id] = spec
-        if spec.id in gym.registry:
-            continue
         limit = spec.max_episode_steps
         if limit is None:
             limit = _registered_limit(spec.world)
-        gym.register(id=spec.id, entry_point="govgym.registration:make_governed",
+        gym.register(id=spec.id, entry_point=_ENTRY_POINT,
                      kwargs=spec.make_kwargs(), max_episode_steps=limit)
 
 

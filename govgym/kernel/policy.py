@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from govgym import _yaml
 from govgym._paths import data_dir
 from govgym.kernel.types import Severity, Verdict
 
@@ -149,22 +150,31 @@ def load_policy(spec: Policy | Mapping[str, Any] | str | PathLike[str] | None) -
         return _from_data(spec, "<dict>", None)
     text = str(spec)
     path = Path(text)
-    looks_like_path = path.suffix in {".yaml", ".yml"} or "/" in text or "\\" in text
+    looks_like_path = (isinstance(spec, PathLike) or path.suffix in {".yaml", ".yml"}
+                       or "/" in text or "\\" in text)
     if not looks_like_path:
         known = available_policies()
         if text not in known:
             names = ", ".join(known) or "(none found)"
             raise PolicyError(text, [("name", f"no policy named {text!r}; available: {names}")])
         path = known[text]
+    if path.is_dir():
+        raise PolicyError(text, [("path", f"{text} is a directory, not a policy file")])
     if not path.is_file():
         raise PolicyError(text, [("path", f"no such policy file: {text}")])
-    return _from_yaml(path.read_text(encoding="utf-8"), str(path))
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        raise PolicyError(str(path), [("file", reason)]) from None
+    except OSError as exc:
+        raise PolicyError(str(path), [("file", f"cannot be read: {exc.strerror or exc}")]) from None
+    return _from_yaml(content, str(path))
 
 
 def _from_yaml(text: str, source: str) -> Policy:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data, node = _yaml.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "file"
@@ -218,8 +228,10 @@ def _from_data(data: Any, source: str, node: yaml.Node | None) -> Policy:
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
         problems.add(("name",), "a policy needs a non-empty string name")
-    verdicts = _parse_verdicts(data.get("verdicts") or {}, problems)
-    rules = _parse_rules(data.get("rules") or [], problems)
+    # an empty ``verdicts:`` or ``rules:`` (None) means the defaults; any other non-mapping
+    # or non-list is an error, not "no rules"
+    verdicts = _parse_verdicts({} if data.get("verdicts") is None else data["verdicts"], problems)
+    rules = _parse_rules([] if data.get("rules") is None else data["rules"], problems)
     if problems.items:
         raise PolicyError(source, problems.items)
     return Policy(str(name), tuple(rules), verdicts, str(data.get("description") or ""), source)
@@ -270,21 +282,27 @@ def _parse_rule(i: int, entry: Any, problems: _Problems) -> RuleConfig | None:
         problems.add(at, "a rule entry is a mapping with at least a 'kind'")
         return None
     kind = entry.get("kind")
-    name = str(entry.get("name") or kind)
-    if kind not in RULE_KINDS:
+    name = entry.get("name", kind)
+    ok = True
+    if "name" in entry and (not isinstance(name, str) or not name.strip()):
+        problems.add((*at, "name"), f"a rule name is a non-empty string, got {name!r}")
+        name, ok = None, False
+    if not isinstance(name, str):
+        name = None  # (a missing kind is the problem to report, not a name)
+    if not isinstance(kind, str) or kind not in RULE_KINDS:
         known = ", ".join(sorted(RULE_KINDS))
-        problems.add((*at, "kind"), f"unknown rule kind {kind!r}; known kinds: {known}", name)
+        said = "a rule needs a 'kind'" if kind is None else f"unknown rule kind {kind!r}"
+        problems.add((*at, "kind"), f"{said}; known kinds: {known}", name)
         return None
     cls = RULE_KINDS[kind]
-    ok = True
     try:
         severity = Severity.parse(entry.get("severity", cls.default_severity))
     except ValueError as exc:
         problems.add((*at, "severity"), str(exc), name)
         severity, ok = cls.default_severity, False
     cost = entry.get("cost", 1.0)
-    if isinstance(cost, bool) or not isinstance(cost, int | float) or not math.isfinite(cost) or cost < 0:
-        problems.add((*at, "cost"), f"cost must be a finite number >= 0, got {cost!r}", name)
+    if not _is_cost(cost):
+        problems.add((*at, "cost"), f"cost must be a finite number >= 0, got {_short(cost)}", name)
         ok = False
     verdict = None
     if entry.get("verdict") is not None:
@@ -299,8 +317,27 @@ def _parse_rule(i: int, entry: Any, problems: _Problems) -> RuleConfig | None:
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(err["loc"])
-            problems.add((*at, *loc), err["msg"], name)
+            message = err["msg"]
+            if err["type"] == "extra_forbidden" and len(loc) == 1:
+                fields = sorted(cls.Params.model_fields)
+                message = (f"unknown field for kind {kind!r}; its fields are {fields}, and every "
+                           f"rule takes {sorted(_COMMON_RULE_KEYS)}")
+            problems.add((*at, *loc), message, name)
         return None
-    if not ok:
+    if not ok or name is None:
         return None
     return RuleConfig(kind, name, severity, float(cost), params, verdict, str(entry.get("description") or ""))
+
+
+def _is_cost(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an int beyond any float
+        return False
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."

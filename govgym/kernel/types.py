@@ -33,11 +33,11 @@ class _Level(IntEnum):
         """A member from itself, its number, or its name in any case."""
         if isinstance(value, cls):
             return value
-        if isinstance(value, int) and not isinstance(value, bool):
-            return cls(value)
         try:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return cls(value)
             return cls[str(value).upper()]
-        except KeyError:
+        except (KeyError, ValueError):
             names = ", ".join(member.name.lower() for member in cls)
             raise ValueError(f"unknown {cls.__name__.lower()} {value!r}; expected one of {names}") from None
 

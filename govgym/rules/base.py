@@ -16,7 +16,11 @@ from pydantic import BaseModel, ConfigDict
 
 from govgym.kernel.types import Outcome, Proposal, Severity, Violation
 
-__all__ = ["RULE_KINDS", "Rule", "RuleParams", "register_rule", "rule_kind"]
+__all__ = ["INDEX_LIMIT", "RULE_KINDS", "Rule", "RuleParams", "register_rule", "rule_kind"]
+
+#: Bound on an index into an action or observation in rule parameters (negative ones
+#: count from the end): larger ones cannot address anything, and overflow NumPy's index.
+INDEX_LIMIT = 2**31
 
 
 class RuleParams(BaseModel):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from govgym.kernel.types import Outcome, Proposal, Severity, Violation
 from govgym.rules.base import Rule, RuleParams, register_rule
@@ -61,9 +61,13 @@ class BudgetParams(RuleParams):
         for action, cost in (self.action_costs or {}).items():
             if not (math.isfinite(cost) and cost >= 0):
                 raise ValueError(f"action_costs[{action}] must be finite and >= 0, got {cost}")
-        Severity.parse(self.soft_severity)
-        Severity.parse(self.hard_severity)
         return self
+
+    @field_validator("soft_severity", "hard_severity")
+    @classmethod
+    def _severity(cls, value: str) -> str:
+        Severity.parse(value)
+        return value
 
 
 @dataclass(slots=True)

@@ -26,16 +26,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import model_validator
+from pydantic import Field, StrictInt, model_validator
 
 from govgym.kernel.types import Proposal, Severity, Violation
-from govgym.rules.base import Rule, RuleParams, register_rule
+from govgym.rules.base import INDEX_LIMIT, Rule, RuleParams, register_rule
 
 __all__ = ["ForbiddenActions"]
 
 
 class Range(RuleParams):
-    index: int = 0
+    index: StrictInt = Field(default=0, ge=-INDEX_LIMIT, lt=INDEX_LIMIT)
     low: float
     high: float
 
@@ -47,8 +47,8 @@ class Range(RuleParams):
 
 
 class ForbiddenActionsParams(RuleParams):
-    values: list[int] = []
-    dims: dict[int, list[int]] = {}
+    values: list[StrictInt] = []
+    dims: dict[int, list[StrictInt]] = {}
     ranges: list[Range] = []
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from govgym.kernel.types import Outcome, Proposal, Severity, Violation
 from govgym.rules.base import Rule, RuleParams, register_rule
@@ -36,10 +36,10 @@ __all__ = ["Rate"]
 
 
 class RateParams(RuleParams):
-    limit: int = Field(ge=1)
-    window: int = Field(ge=1)
-    values: list[int] = []
-    dims: dict[int, list[int]] = {}
+    limit: StrictInt = Field(ge=1)
+    window: StrictInt = Field(ge=1)
+    values: list[StrictInt] = []
+    dims: dict[int, list[StrictInt]] = {}
     kinds: list[str] = []
 
 

@@ -103,7 +103,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictInt, field_validator, model_validator
 
 from govgym.kernel.types import Outcome, Proposal, Severity, Violation
 from govgym.rules.base import Rule, RuleParams, register_rule
@@ -180,8 +180,8 @@ class TableParams(RuleParams):
     update: list[str] = []
     insert: bool = False
     delete: bool = False
-    rows: int = Field(default=1000, ge=1)
-    max_rows_changed: int | None = Field(default=None, ge=0)
+    rows: StrictInt = Field(default=1000, ge=1)
+    max_rows_changed: StrictInt | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> TableParams:
@@ -202,7 +202,7 @@ class QueryCostParams(RuleParams):
 
     soft: float | None = Field(default=100_000, gt=0, allow_inf_nan=False)
     hard: float = Field(default=1_000_000, gt=0, allow_inf_nan=False)
-    vm_steps: int = Field(default=5_000_000, ge=1_000)
+    vm_steps: StrictInt = Field(default=5_000_000, ge=1_000)
 
     @model_validator(mode="after")
     def _ordered(self) -> QueryCostParams:
@@ -216,12 +216,12 @@ class SQLParams(RuleParams):
     tables: dict[str, TableParams] = Field(min_length=1)
     functions: list[str] = list(DEFAULT_FUNCTIONS)
     recursive: bool = False
-    max_rows_changed: int = Field(default=100, ge=0)
-    max_length: int = Field(default=4096, ge=16, le=16_000)
+    max_rows_changed: StrictInt = Field(default=100, ge=0)
+    max_length: StrictInt = Field(default=4096, ge=16, le=16_000)
     query_cost: QueryCostParams = QueryCostParams()
     severities: dict[str, str] = {}
     engine_guard: bool = True
-    cache_size: int = Field(default=65_536, ge=0)
+    cache_size: StrictInt = Field(default=65_536, ge=0)
 
     @field_validator("tables")
     @classmethod

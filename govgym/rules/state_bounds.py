@@ -21,16 +21,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import model_validator
+from pydantic import Field, StrictInt, model_validator
 
 from govgym.kernel.types import Outcome, Severity, Violation
-from govgym.rules.base import Rule, RuleParams, register_rule
+from govgym.rules.base import INDEX_LIMIT, Rule, RuleParams, register_rule
 
 __all__ = ["StateBounds"]
 
 
 class Bound(RuleParams):
-    index: int
+    index: StrictInt = Field(ge=-INDEX_LIMIT, lt=INDEX_LIMIT)
     low: float = float("-inf")
     high: float = float("inf")
     key: str | None = None

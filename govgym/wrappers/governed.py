@@ -22,7 +22,7 @@ from govgym.kernel import (
     Violation,
     load_policy,
 )
-from govgym.kernel.types import SEVERITY_NAMES
+from govgym.kernel.types import SEVERITY_NAMES, check_cost
 from govgym.shaping import Shaping
 
 __all__ = ["GovernedEnv"]
@@ -211,7 +211,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.safe_action = safe_action
         if safe_action is not None:
             self._check_safe_action()
-        self.cost_limit = None if cost_limit is None else float(cost_limit)
+        self.cost_limit = cost_limit
         inner_limit = _time_limit_of(env)
         self.max_episode_steps = inner_limit if max_episode_steps is None else int(max_episode_steps)
         if inner_limit is not None and self.max_episode_steps > inner_limit:
@@ -265,6 +265,8 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     @cost_limit.setter
     def cost_limit(self, value: float | None) -> None:
+        if value is not None:
+            value = check_cost(value, "cost_limit")  # a NaN, infinite or negative limit is refused
         self._cost_limit = value
         # every step's info with the contract's keys in order and starting values: a
         # step copies it and assigns, rather than growing a dict key by key
