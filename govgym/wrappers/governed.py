@@ -119,7 +119,10 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     Shaping: ``reward' = reward - min(max_penalty, sum of severity penalties)``, plus
     ``clean_bonus`` on a step without violations (see :class:`govgym.shaping.Shaping`).
-    A violation whose verdict is ``allow`` costs but is not penalised.
+    A violation whose verdict is ``allow`` costs but is not penalised. A blocked step's
+    world reward is 0: in a world that pays a negative reward every step (MountainCar,
+    Acrobot), being blocked can then pay better than acting, and an agent may learn to
+    propose forbidden actions; there, use ``replace`` or a penalty above the step cost.
 
     A violation's ``executed`` says whether the action it is about reached the world: a
     proposal's pre-step violations when it ran (allow, warn), a substitute's, and the
