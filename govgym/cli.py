@@ -20,8 +20,13 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from govgym.audit import AuditLog
+    from govgym.kernel import Policy
 
 __all__ = ["main"]
 
@@ -47,17 +52,36 @@ def _cmd_policy_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_policy_show(args: argparse.Namespace) -> int:
-    from govgym.kernel import load_policy
+def _load_policy(spec: str | Path) -> Policy:
+    """``load_policy(spec)``, its rules built once to be sure they can be; any failure is a
+    ``PolicyError`` that names ``spec``: a user's file never ends in a traceback."""
+    from govgym.kernel import Kernel, PolicyError, load_policy
 
-    policy = load_policy(args.policy)
+    try:
+        policy = load_policy(spec)
+        Kernel(policy)
+    except PolicyError:
+        raise
+    except Exception as exc:  # a loader or rule that fails on this input: say so, in one line
+        raise PolicyError(str(spec), [("file", _unexpected(exc))]) from None
+    return policy
+
+
+def _unexpected(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+    return f"cannot be used: {type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def _cmd_policy_show(args: argparse.Namespace) -> int:
+    policy = _load_policy(args.policy)
     print(f"# {policy.name} ({policy.source})")
     print(yaml.safe_dump(policy.to_dict(), sort_keys=False).rstrip())
     return 0
 
 
 def _cmd_policy_check(args: argparse.Namespace) -> int:
-    from govgym.kernel import PolicyError, load_policy
+    from govgym.kernel import PolicyError
 
     status = 0
     for file in args.files:
@@ -66,7 +90,7 @@ def _cmd_policy_check(args: argparse.Namespace) -> int:
             status = max(status, 2)
             continue
         try:
-            policy = load_policy(Path(file))
+            policy = _load_policy(Path(file))
         except PolicyError as exc:
             print(exc, file=sys.stderr)
             status = max(status, 1)
@@ -75,7 +99,7 @@ def _cmd_policy_check(args: argparse.Namespace) -> int:
     return status
 
 
-def _open_log(file: str):  # type: ignore[no-untyped-def]
+def _open_log(file: str) -> AuditLog:
     from govgym.audit import read
 
     if not Path(file).is_file():
@@ -83,8 +107,26 @@ def _open_log(file: str):  # type: ignore[no-untyped-def]
     return read(file)
 
 
+def _not_a_log(file: str, log: AuditLog) -> bool:
+    if log.not_a_log:
+        print(f"{file}:{log.first_broken}: {log.problem}", file=sys.stderr)
+    return log.not_a_log
+
+
+def _invalid_records(file: str, log: AuditLog, shown: int = 10) -> bool:
+    """Report the records a summary cannot count (the first ``shown`` of them)."""
+    invalid = log.invalid_records()
+    for line, problem in invalid[:shown]:
+        print(f"{file}:{line}: invalid record: {problem}", file=sys.stderr)
+    if len(invalid) > shown:
+        print(f"{file}: {len(invalid) - shown} more invalid record(s)", file=sys.stderr)
+    return bool(invalid)
+
+
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     log = _open_log(args.file)
+    if _not_a_log(args.file, log):
+        return 1
     for line in log.torn:
         print(f"{args.file}:{line}: torn record (cut off mid-write), skipped")
     if not log.ok:
@@ -99,6 +141,8 @@ def _cmd_audit_summary(args: argparse.Namespace) -> int:
     from govgym.audit import summarize
 
     log = _open_log(args.file)
+    if _not_a_log(args.file, log) or _invalid_records(args.file, log):
+        return 1
     summary = summarize(log.records)
     summary["chain_ok"] = log.ok
     if args.json:
@@ -117,7 +161,7 @@ def _cmd_audit_summary(args: argparse.Namespace) -> int:
 def _cmd_sql_check(args: argparse.Namespace) -> int:
     from govgym.rules.sql import check_sql
 
-    report = check_sql(args.sql, args.policy)
+    report = check_sql(args.sql, _load_policy(args.policy))
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -177,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except FileNotFoundError as exc:
         print(f"govgym: no such file: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that exists but cannot be read (permissions, a device)
+        print(f"govgym: cannot read {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # a PolicyError or other bad input, named by the layer that found it
         print(f"govgym: {exc}", file=sys.stderr)

@@ -26,7 +26,11 @@ class AuditLog:
     ``first_broken`` is the 1-based line of the first record that does not (``None``
     when the chain holds) and ``problem`` says why. ``torn`` lists lines that were cut
     off by a crash mid-write: reported, but not a broken chain, as long as the chain
-    resumes unbroken after them (a torn last line is the usual case).
+    resumes unbroken after them (a torn last line is the usual case). ``lines`` holds the
+    1-based line of each record in ``records``. ``not_a_log`` is True for a file with
+    content but no record, nor the start of one (binary data, some other text): not an
+    audit log, so ``ok`` is False and ``first_broken`` is its first such line; an empty
+    file is an empty log.
     """
 
     path: Path
@@ -35,6 +39,14 @@ class AuditLog:
     first_broken: int | None = None
     problem: str | None = None
     torn: list[int] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    not_a_log: bool = False
+
+    def invalid_records(self) -> list[tuple[int, str]]:
+        """``(line, problem)`` of each record :func:`summarize` cannot count (a record
+        with an intact chain need not have the fields a summary reads)."""
+        found = (_summary_problem(record) for record in self.records)
+        return [(line, problem) for line, problem in zip(self.lines, found, strict=True) if problem]
 
     @property
     def torn_tail(self) -> bool:
@@ -48,6 +60,31 @@ def _break(log: AuditLog, line: int, problem: str) -> AuditLog:
     log.first_broken = line
     log.problem = problem
     return log
+
+
+#: Every record line starts with this; so does what a crash leaves of one (or a prefix of it).
+_RECORD_START = b'{"seq":'
+
+
+def _starts_like_a_record(raw: bytes) -> bool:
+    return _RECORD_START.startswith(raw[:len(_RECORD_START)])
+
+
+def _no_records(log: AuditLog, raw_lines: list[bytes]) -> AuditLog:
+    """``log`` unless it holds no record and a line that is not the start of one either
+    (a recorder that crashed in its first write leaves only such a start)."""
+    junk = [n for n in log.torn if not _starts_like_a_record(raw_lines[n - 1])]
+    if log.records or not junk:
+        return log
+    log.torn = []
+    log.not_a_log = True
+    return _break(log, junk[0], "not an audit log: the file holds no audit records "
+                                "(this line is neither a record nor the start of one)")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
 
 
 def read(path: str | os.PathLike[str]) -> AuditLog:
@@ -86,16 +123,59 @@ def read(path: str | os.PathLike[str]) -> AuditLog:
             return _break(log, number, "record does not chain to the record before it "
                                        "(a record was removed, reordered or inserted)")
         seq = record.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            return _break(log, number, "record has no integer sequence number "
+                                       f"(seq: {_show(seq) if 'seq' in record else 'missing'})")
         if expected_seq is not None and seq != expected_seq:
             return _break(log, number, f"sequence number {seq}, expected {expected_seq}")
-        expected_seq = int(seq) + 1
+        expected_seq = seq + 1
         prev = own
         log.records.append(record)
-    return log
+        log.lines.append(number)
+    return _no_records(log, raw_lines)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        float(value)
+    except OverflowError:  # an int beyond any float
+        return False
+    return True
+
+
+def _summary_problem(record: dict[str, Any]) -> str | None:
+    """Why :func:`summarize` cannot count ``record``; ``None`` when it can."""
+    if "verdict" not in record:
+        return "record has no verdict"
+    if not isinstance(record["verdict"], str):
+        return f"verdict is not a string (verdict: {_show(record['verdict'])})"
+    if not _is_number(record.get("cost", 0.0)):
+        return f"cost is not a number (cost: {_show(record['cost'])})"
+    for key in ("run", "episode"):
+        if isinstance(record.get(key), list | dict):
+            return f"{key} is not a single value ({key}: {_show(record[key])})"
+    violations = record.get("violations", [])
+    if not isinstance(violations, list):
+        return f"violations is not a list (violations: {_show(violations)})"
+    for index, v in enumerate(violations):
+        if not (isinstance(v, dict) and isinstance(v.get("rule"), str)
+                and isinstance(v.get("severity"), str)):
+            return f"violations.{index} has no rule and severity (strings): {_show(v)}"
+    return None
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts by verdict, rule and severity, with rates per 1,000 decisions."""
+    """Counts by verdict, rule and severity, with rates per 1,000 decisions.
+
+    Raises ``ValueError`` for a record without the fields counted (see
+    :meth:`AuditLog.invalid_records`).
+    """
+    for index, record in enumerate(records):
+        problem = _summary_problem(record)
+        if problem is not None:
+            raise ValueError(f"record {index} (seq {_show(record.get('seq'))}): {problem}")
     steps = len(records)
     by_verdict = Counter(r["verdict"] for r in records)
     by_rule: Counter[str] = Counter()
