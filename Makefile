@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/audit.py
 	$(BIN)/python benchmarks/sql_kernel.py
+	$(BIN)/python benchmarks/training.py
 
 lint: install
 	$(BIN)/ruff check govgym tests examples benchmarks

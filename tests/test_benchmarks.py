@@ -109,3 +109,16 @@ def test_sql_kernel_results(tmp_path: Path) -> None:
     assert any("uncached" in n for n in names) and any("cached decision" in n for n in names)
     assert any("Governed-SQL-v0" in n for n in names)
     assert all(_positive(t["measured"]) for t in data["targets"])
+
+
+def test_training_results(tmp_path: Path) -> None:
+    data = _run("training.py", tmp_path)
+    _check_environment(data, tmp_path)
+    variants = data["result"]["variants"]
+    assert set(variants) == {"raw", "governed_empty", "governed_bounds_recorder"}
+    for v in variants.values():
+        assert _positive(v["seconds"]["median"]) and _positive(v["timesteps_per_s"])
+        assert _positive(v["ratio_to_raw"]) and len(v["samples_s"]) == data["parameters"]["repeats"]
+        assert all(n >= 1 for n in v["episodes_per_run"])  # the runs really stepped episodes
+    assert variants["raw"]["ratio_to_raw"] == 1.0
+    assert data["environment"]["packages"]["torch"] and data["environment"]["packages"]["stable_baselines3"]
