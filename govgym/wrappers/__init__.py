@@ -1,5 +1,6 @@
 """Wrappers that govern worlds: Gymnasium now; PettingZoo parallel/AEC in a later issue."""
 
 from govgym.wrappers.governed import GovernedEnv
+from govgym.wrappers.info import StepInfo
 
-__all__ = ["GovernedEnv"]
+__all__ = ["GovernedEnv", "StepInfo"]

@@ -24,6 +24,7 @@ from govgym.kernel import (
 )
 from govgym.kernel.types import SEVERITY_NAMES, check_cost
 from govgym.shaping import Shaping
+from govgym.wrappers.info import StepInfo
 
 __all__ = ["GovernedEnv"]
 
@@ -67,10 +68,11 @@ def _time_limit_of(env: gym.Env) -> int | None:
     return None
 
 
-def _merged(world_info: dict[str, Any], contract: dict[str, Any]) -> dict[str, Any]:
+def _merged(world_info: dict[str, Any], contract: dict[str, Any]) -> StepInfo:
     """The world's info with the contract's keys after it; a cost the world reports
     itself (Safety-Gymnasium style ``info["cost"]``) is kept as ``world_cost``."""
-    info = {**world_info, **contract}
+    info = StepInfo(world_info)
+    info.update(contract)
     if "cost" in world_info:
         info["world_cost"] = world_info["cost"]
     return info
@@ -128,7 +130,9 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     proposal's pre-step violations when it ran (allow, warn), a substitute's, and the
     post-step ones when anything ran (on a blocked step they are not executed).
 
-    ``info`` on every step and reset:
+    ``info`` on every step and reset is a :class:`govgym.wrappers.StepInfo`: a ``dict``
+    whose deep copy (SB3's ``DummyVecEnv`` copies every step's infos) skips
+    ``copy.deepcopy``'s generic walk of the nested ``governance`` values. It holds:
 
     - ``cost``: float >= 0, the summed cost of this step's violations (``0.0`` on reset)
     - ``cost_<rule>``: the same per rule, for every rule of the policy
@@ -389,7 +393,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._episode_cost = 0.0
         self._episode_violations = 0
         self._episode_executed = 0
-        info = self._info_reset.copy() if not info else _merged(info, self._info_reset)
+        info = StepInfo(self._info_reset) if not info else _merged(info, self._info_reset)
         info["governance"] = governance = _GOVERNANCE.copy()
         governance["violations"] = []
         return obs, info
@@ -403,7 +407,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raw_reward = reward if type(reward) is float else float(reward)
             delta = self._clean_bonus
             # the contract's keys (cost 0.0, episode totals 0: no rules) after the world's
-            info = self._info_unruled.copy() if not info else _merged(info, self._info_unruled)
+            info = StepInfo(self._info_unruled) if not info else _merged(info, self._info_unruled)
             if type(action) is int:  # summarize_action's answer, without the call
                 proposed, executed = [action], [action]
             else:
@@ -463,7 +467,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             stopped_by_policy = False
         final = verdict if verdict >= post.verdict else post.verdict
         # the contract's keys (cost_<rule> 0.0 to start with) after the world's
-        info = self._info_ruled.copy() if not info else _merged(info, self._info_ruled)
+        info = StepInfo(self._info_ruled) if not info else _merged(info, self._info_ruled)
         pre_found, post_found = pre.violations, post.violations
         if pre_found or post_found:  # (a replace verdict always has pre_found)
             violations, cost, delta = self._tally(info, verdict, pre, post, runs, substitute)
