@@ -286,3 +286,23 @@ def test_a_broken_rule_does_not_replay_the_other_rules() -> None:
     decision = kernel.review(outcome(action=0), ctx)
     assert [v.code for v in decision.violations] == ["rule_error"]
     assert list(ctx.state["r"].times) == [0] and ctx.state["b"].spent == 1.0
+
+
+def test_a_rule_returning_a_generator_is_not_allowed_by_using_it_up() -> None:
+    """A rule written with ``yield`` (or returning ``map``/``filter``) was checked by
+    iterating its result, which emptied it: the kernel allowed the proposal (failed open)."""
+    from govgym.kernel import Kernel, Proposal, Violation
+    from govgym.rules.forbidden_actions import ForbiddenActions
+
+    kernel = Kernel({"name": "gen", "rules": [{"kind": "forbidden_actions", "values": [1]}]})
+    rule = kernel.rules[0]
+    assert isinstance(rule, ForbiddenActions)
+    plain = rule.check
+
+    def as_generator(proposal, state):  # type: ignore[no-untyped-def]
+        yield from plain(proposal, state)
+
+    rule.check = as_generator  # type: ignore[method-assign]
+    decision = kernel.decide(Proposal(action=1), kernel.new_context())
+    assert decision.verdict.name == "BLOCK" and len(decision.violations) == 1
+    assert isinstance(decision.violations[0], Violation)

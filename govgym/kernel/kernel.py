@@ -114,6 +114,8 @@ class Kernel:
         for rule in rules:
             try:  # free in CPython >= 3.11 when nothing is raised
                 found = (rule.check if stage == "pre" else rule.review)(arg, state.get(rule.name))
+                if found and type(found) is not list and type(found) is not tuple:
+                    found = list(found)  # a generator or iterator: checking it must not use it up
                 if found:
                     for v in found:
                         if type(v) is not Violation and not isinstance(v, Violation):
