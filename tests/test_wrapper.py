@@ -236,3 +236,24 @@ def test_a_blocked_sql_step_reports_the_worlds_idle_info() -> None:
     *_, info = env.step("DROP TABLE orders")
     assert info["governance"]["verdict"] == "block"
     assert info["damage"]["tables_dropped"] == 0 and info["sql"] is None and info["success"] is False
+
+
+def test_a_repair_that_raises_falls_back_instead_of_crashing_the_step() -> None:
+    """Found by review: rule.repair ran outside the kernel's guard and its exception
+    escaped env.step under the replace verdict."""
+    import gymnasium as gym
+
+    from govgym import GovernedEnv
+
+    env = GovernedEnv(gym.make("CartPole-v1"), {"name": "no-left", "rules": [
+        {"kind": "forbidden_actions", "values": [0], "severity": "high"}]},
+        intervention={"high": "replace"}, safe_action=1)
+    env.reset(seed=0)
+
+    def broken(action, space):  # type: ignore[no-untyped-def]
+        raise RuntimeError("repair failed")
+
+    env.kernel.rules[0].repair = broken  # type: ignore[method-assign]
+    *_, info = env.step(0)
+    assert info["governance"]["verdict"] == "replace" and info["governance"]["executed_action"] == [1]
+    env.close()

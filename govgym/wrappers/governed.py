@@ -326,7 +326,10 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         space = self.action_space
         candidate = action
         for rule in self.kernel.rules:
-            repaired = rule.repair(candidate, space)
+            try:
+                repaired = rule.repair(candidate, space)
+            except Exception:  # a broken repair offers nothing: the fallbacks below still apply
+                repaired = None
             if repaired is not None:
                 candidate = repaired
         if candidate is not action and (decision := self._allowed(candidate)) is not None:
