@@ -72,9 +72,9 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip()
 
 
-def _versions() -> dict[str, str | None]:
+def _versions(extra: Sequence[str] = ()) -> dict[str, str | None]:
     versions: dict[str, str | None] = {}
-    for name in PACKAGES:
+    for name in (*PACKAGES, *extra):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -82,8 +82,9 @@ def _versions() -> dict[str, str | None]:
     return versions
 
 
-def environment() -> dict[str, Any]:
-    """Machine, interpreter, package versions, source revision and date of this run."""
+def environment(extra_packages: Sequence[str] = ()) -> dict[str, Any]:
+    """Machine, interpreter, package versions (govgym, gymnasium, numpy and
+    ``extra_packages``), source revision and date of this run."""
     commit = _git("rev-parse", "--short", "HEAD")
     dirty = _git("status", "--porcelain", "--", "govgym", "policies")
     return {
@@ -100,7 +101,7 @@ def environment() -> dict[str, Any]:
             "version": platform.python_version(),
             "implementation": platform.python_implementation(),
         },
-        "packages": _versions(),
+        "packages": _versions(extra_packages),
         "source": {
             "commit": commit,
             # the benchmark measures the working tree, which may hold uncommitted edits

@@ -151,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    env_info = environment()
-    env_info["packages"]["stable_baselines3"] = _version("stable_baselines3")
-    env_info["packages"]["torch"] = torch.__version__
+    env_info = environment(extra_packages=("stable-baselines3", "torch"))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result = run(params, Path(tmp))
@@ -171,15 +169,6 @@ def main(argv: list[str] | None = None) -> int:
     print(md_path.read_text(encoding="utf-8"))
     print(f"wrote {json_path.name} and {md_path.name} to {args.out}")
     return 0
-
-
-def _version(module: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(module.replace("_", "-"))
-    except metadata.PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

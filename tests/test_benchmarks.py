@@ -121,4 +121,4 @@ def test_training_results(tmp_path: Path) -> None:
         assert _positive(v["ratio_to_raw"]) and len(v["samples_s"]) == data["parameters"]["repeats"]
         assert all(n >= 1 for n in v["episodes_per_run"])  # the runs really stepped episodes
     assert variants["raw"]["ratio_to_raw"] == 1.0
-    assert data["environment"]["packages"]["torch"] and data["environment"]["packages"]["stable_baselines3"]
+    assert data["environment"]["packages"]["torch"] and data["environment"]["packages"]["stable-baselines3"]
