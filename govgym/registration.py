@@ -22,8 +22,8 @@ world's default, and blocked steps (which never reach the world) count. As every
 Gymnasium, a step that ends the episode on the limit step reports ``truncated=True``
 too: ``terminated`` and ``governance["terminated_by_policy"]`` still say that the world
 or the policy ended it. :func:`make` of a plain Gymnasium id builds the world the same
-way and gives the limit to :class:`GovernedEnv` instead (which leaves ``truncated``
-False when the episode terminated on the limit step).
+way and gives the limit to :class:`GovernedEnv` instead, which reports the limit step
+the same way.
 """
 
 from __future__ import annotations

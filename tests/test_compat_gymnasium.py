@@ -165,7 +165,7 @@ def run_contract_episode(env: gym.Env, rules: list[str], seed: int,
             assert info["cost_limit"] == cost_limit
         assert gov["terminated_by_policy"] == (gov["verdict"] == "terminate")
         if gov["terminated_by_policy"]:
-            assert terminated and not truncated
+            assert terminated  # truncated only if the limit falls on this step, as TimeLimit
         if terminated or truncated:
             assert info["episode_cost"] == pytest.approx(total_cost)
             assert info["episode_violations"] == total_violations
@@ -229,9 +229,11 @@ def test_a_critical_outcome_ends_the_episode_as_terminated_by_policy() -> None:
     assert steps > 1
 
 
-def test_terminated_by_policy_is_not_truncated_even_on_the_time_limit_step() -> None:
-    """DESIGN: terminate ends the episode with ``terminated=True`` (not truncated), also
-    when the world's time limit falls on the same step."""
+def test_a_policy_end_on_the_limit_step_is_reported_alike_by_every_way_of_building() -> None:
+    """A policy end on the step limit: ``terminated`` and ``terminated_by_policy``, and
+    ``truncated`` as Gymnasium's ``TimeLimit`` reports it for every env. Was a bug:
+    ``govgym.make(world id)`` (the limit inside GovernedEnv) said (True, False) and the
+    registered id (Gymnasium's TimeLimit around it) (True, True) for the same episode."""
     probe = govgym.make("CartPole-v1", policy=CRITICAL_CORRIDOR)
     probe.reset(seed=0)
     steps = 0
@@ -240,13 +242,28 @@ def test_terminated_by_policy_is_not_truncated_even_on_the_time_limit_step() -> 
         *_, terminated, truncated, info = probe.step(1)
         if terminated or truncated:
             break
-    assert info["governance"]["terminated_by_policy"]
-    env = govgym.make("CartPole-v1", policy=CRITICAL_CORRIDOR, max_episode_steps=steps)
-    env.reset(seed=0)
-    for _ in range(steps):
+    assert info["governance"]["terminated_by_policy"] and not truncated
+    reference = gym.make("CartPole-v1", max_episode_steps=steps)  # plain Gymnasium's flags
+    builds = {
+        "gymnasium": lambda: reference,
+        "govgym.make": lambda: govgym.make("CartPole-v1", policy=CRITICAL_CORRIDOR,
+                                           max_episode_steps=steps),
+        "registered id": lambda: gym.make("Governed-CartPole-v1", policy=CRITICAL_CORRIDOR,
+                                          max_episode_steps=steps),
+        "GovernedEnv": lambda: GovernedEnv(gym.make("CartPole-v1", max_episode_steps=-1),
+                                           CRITICAL_CORRIDOR, max_episode_steps=steps),
+    }
+    flags = {}
+    for name, build in builds.items():
+        env = build()
+        env.reset(seed=0)
+        for _ in range(steps - 1):
+            env.step(1)
         *_, terminated, truncated, info = env.step(1)
-    assert info["governance"]["terminated_by_policy"] is True
-    assert (terminated, truncated) == (True, False)
+        flags[name] = (terminated, truncated, info.get("governance", {}).get("terminated_by_policy"))
+    assert flags["gymnasium"] == (False, True, None)  # the world itself did not end it
+    assert {name: f for name, f in flags.items() if name != "gymnasium"} == {
+        name: (True, True, True) for name in builds if name != "gymnasium"}
 
 
 def test_a_pre_step_terminate_verdict_ends_without_running_the_action() -> None:

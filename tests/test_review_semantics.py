@@ -177,8 +177,9 @@ def test_a_policy_end_on_the_registered_time_limit_step_is_reported_as_terminate
     (so ``gym.make(id, max_episode_steps=n)`` works for any ``n``, see above). On the
     limit step it sets ``truncated`` as it does for every Gymnasium env, and the policy's
     end is still reported: ``terminated`` and ``terminated_by_policy``. (Decided in
-    review: the review asked for ``truncated=False`` here, which would need the limit
-    inside GovernedEnv and break longer ``max_episode_steps``.)"""
+    review: ``truncated=False`` here would need the limit inside GovernedEnv and break
+    longer ``max_episode_steps``; GovernedEnv's own limit reports the same flags, see
+    test_compat_gymnasium.)"""
     probe = govgym.make("CartPole-v1", policy=CRITICAL_CORRIDOR)
     probe.reset(seed=0)
     steps, terminated, _, info = run_until_end(probe, 1)

@@ -111,8 +111,11 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 set to their first allowed value); if none is allowed the step is
                 blocked. The substitute's own violations (a warning, say) are
                 reported and cost like any executed action's
-    terminate   the action does not run and ``terminated=True`` (not truncated);
-                a critical outcome after a step also terminates
+    terminate   the action does not run and ``terminated=True``: the policy's end
+                is a terminal state, not a truncation (``truncated`` is True
+                only if the step limit falls on the same step, as Gymnasium's
+                ``TimeLimit`` reports for any env); a critical outcome after a
+                step also terminates
     ==========  ================================================================
 
     ``intervention="monitor"`` allows everything (rule-level verdicts too), turns shaping
@@ -155,8 +158,18 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     counts the steps that reached it, and an agent that is always blocked must still
     see its episode end. A longer limit than the world's own ``TimeLimit`` needs a world
     built without one (``gym.make(id, max_episode_steps=-1)``; :func:`govgym.make` does
-    this); otherwise a warning says so. An episode the policy ends on the limit step is
-    ``terminated``, not ``truncated``.
+    this); otherwise a warning says so. On the limit step ``truncated`` is True whatever
+    else ended the episode, exactly as Gymnasium's ``TimeLimit`` does, so a governed
+    world built by :func:`govgym.make` and a registered id (whose limit is Gymnasium's
+    ``TimeLimit`` around this wrapper) report the same flags; ``terminated`` and
+    ``governance["terminated_by_policy"]`` still say that the world or the policy ended
+    it, and learners (SB3, RLlib) treat ``terminated`` as terminal.
+
+    The audit log is flushed at every episode end this wrapper sees (the world's, the
+    policy's, its own step limit), on ``reset``, on ``close``, every ``flush_every``
+    records and at interpreter exit. A ``TimeLimit`` *around* it (a registered id's)
+    truncates after this wrapper returned, so that episode's records are flushed by the
+    next ``reset`` or ``close``.
 
     ``audit_path`` writes every decision to a hash-chained JSON Lines log
     (:class:`govgym.audit.Recorder`; the proposal is recorded as ``{"action": ...,
@@ -428,7 +441,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             step = self._step = self._step + 1
             self._last_obs = obs
             limit = self.max_episode_steps
-            if not terminated and limit is not None and step >= limit:
+            if limit is not None and step >= limit:  # as Gymnasium's TimeLimit
                 truncated = True
             if recorder is not None and (terminated or truncated):
                 recorder.flush()
@@ -463,9 +476,8 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         raw_reward = reward if type(reward) is float else float(reward)
         post = self._kernel.review(
             Outcome(obs, raw_reward, terminated, truncated, info, to_run, runs, meaning), self._ctx)
-        if verdict == _TERMINATE or post.verdict == _TERMINATE:  # ended by policy: terminated only
+        if verdict == _TERMINATE or post.verdict == _TERMINATE:  # ended by policy
             stopped_by_policy = terminated = True
-            truncated = False
         else:
             stopped_by_policy = False
         final = verdict if verdict >= post.verdict else post.verdict
@@ -508,7 +520,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         info["episode_violations"] = self._episode_violations
         info["episode_executed_violations"] = self._episode_executed
         limit = self.max_episode_steps
-        if not terminated and limit is not None and step >= limit:  # blocked steps count too
+        if limit is not None and step >= limit:  # blocked steps count too; as TimeLimit does
             truncated = True
         if recorder is not None and (terminated or truncated):
             recorder.flush()

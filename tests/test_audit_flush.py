@@ -1,0 +1,108 @@
+"""When a governed env's audit records reach the disk: at every episode end the wrapper
+sees, on reset, on close, every ``flush_every`` records and at interpreter exit.
+
+Each test reads the file while the env is still open, so a record that is only in the
+recorder's buffer is not found.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import gymnasium as gym
+
+import govgym
+from govgym import GovernedEnv
+from govgym.audit import read as read_audit
+
+CORRIDOR = {"name": "corridor", "rules": [
+    {"kind": "state_bounds", "name": "corridor", "severity": "critical",
+     "bounds": [{"index": 0, "low": -0.05, "high": 0.05}]}]}
+NO_LEFT = {"name": "no-left", "rules": [{"kind": "forbidden_actions", "values": [0]}]}
+
+
+def on_disk(path: Path) -> int:
+    log = read_audit(path)
+    assert log.ok, log.problem
+    return len(log.records)
+
+
+def run_episode(env: gym.Env, action: int) -> int:
+    env.reset(seed=0)
+    steps = 0
+    while True:
+        steps += 1
+        *_, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            return steps
+
+
+def test_an_episode_ended_by_the_policy_is_on_disk_at_its_last_step(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    env = govgym.make("CartPole-v1", policy=CORRIDOR, audit_path=path, flush_every=10_000)
+    steps = run_episode(env, 1)
+    assert 1 < steps < 50
+    assert on_disk(path) == steps
+    env.close()
+
+
+def test_an_episode_the_world_ends_is_on_disk_at_its_last_step(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    env = govgym.make("CartPole-v1", policy=NO_LEFT, intervention={"high": "warn"},
+                      audit_path=path, flush_every=10_000)
+    steps = run_episode(env, 0)  # always left: the pole falls, the world terminates
+    assert on_disk(path) == steps
+    env.close()
+
+
+def test_the_wrappers_own_step_limit_flushes(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    for policy in (NO_LEFT, {"name": "empty", "rules": []}):  # the ruled and unruled step
+        env = GovernedEnv(gym.make("CartPole-v1", max_episode_steps=-1), policy,
+                          max_episode_steps=5, audit_path=path, flush_every=10_000)
+        assert run_episode(env, 1) == 5
+        assert on_disk(path) == 5
+        env.close()
+        path.unlink()
+
+
+def test_a_registered_ids_time_limit_is_flushed_by_the_next_reset(tmp_path: Path) -> None:
+    """The TimeLimit around a registered id's GovernedEnv truncates after the wrapper
+    returned: the records reach the disk at the next reset (documented)."""
+    path = tmp_path / "audit.jsonl"
+    env = gym.make("Governed-CartPole-v1", max_episode_steps=3, audit_path=str(path),
+                   flush_every=10_000)
+    assert run_episode(env, 1) == 3
+    env.reset(seed=1)
+    assert on_disk(path) == 3
+    env.close()
+
+
+def test_flush_every_records_mid_episode(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    env = govgym.make("CartPole-v1", policy=NO_LEFT, audit_path=path, flush_every=4,
+                      max_episode_steps=100)
+    env.reset(seed=0)
+    for _ in range(6):
+        env.step(1)
+    assert on_disk(path) == 4
+    env.close()
+    assert on_disk(path) == 6
+
+
+def test_records_are_flushed_at_exit_without_close(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    script = textwrap.dedent(f"""
+        import govgym
+        env = govgym.make("CartPole-v1", policy="cartpole-envelope", audit_path={str(path)!r},
+                          flush_every=10_000, max_episode_steps=100)
+        env.reset(seed=0)
+        for _ in range(7):
+            env.step(1 if _ % 2 else 0)
+        KEEP = env  # still referenced at exit: no close, no garbage collection
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    assert on_disk(path) == 7
