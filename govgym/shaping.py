@@ -34,7 +34,16 @@ def _finite(value: float, what: str) -> float:
 
 @dataclass(frozen=True)
 class Shaping:
-    """Per-severity penalties, a cap on their sum, and an optional clean-step bonus."""
+    """Per-severity penalties, a cap on their sum, and an optional clean-step bonus.
+
+    ``penalties`` maps severity names to the penalty of one violation of that severity; a
+    severity it does not list costs nothing in reward (its cost is still reported). Given
+    as a mapping (an env spec's ``shaping:``, ``GovernedEnv(shaping={...})``), a missing
+    key takes its default: ``penalties`` = :data:`DEFAULT_PENALTIES` (low 0.05, medium
+    0.2, high 0.5, critical 1.0), ``max_penalty`` = 1.0, ``clean_bonus`` = 0.0. A
+    ``penalties`` table that is given replaces the defaults whole; it is not merged with
+    them. No shaping argument at all means all three defaults.
+    """
 
     penalties: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PENALTIES))
     max_penalty: float = 1.0
@@ -60,8 +69,10 @@ class Shaping:
         if unknown:
             raise ValueError(f"unknown shaping keys {sorted(unknown)}; "
                              "expected penalties, max_penalty, clean_bonus")
-        penalties = {**DEFAULT_PENALTIES, **dict(config.get("penalties") or {})}
-        return cls(penalties, config.get("max_penalty", 1.0), config.get("clean_bonus", 0.0))
+        # a given table is the whole table: a severity it does not list is not penalised
+        penalties = config["penalties"] if "penalties" in config else DEFAULT_PENALTIES
+        return cls(dict(penalties or {}), config.get("max_penalty", 1.0),
+                   config.get("clean_bonus", 0.0))
 
     def delta(self, violations: Iterable[Violation]) -> float:
         """The reward change for a step with these violations."""

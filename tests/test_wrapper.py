@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import govgym
-from govgym import GovernedEnv
+from govgym import GovernedEnv, Shaping
 
 NO_RIGHT = {"name": "no-right", "rules": [{"kind": "forbidden_actions", "values": [1]}]}
 
@@ -131,6 +131,29 @@ def test_shaping_is_bounded_and_clean_bonus_paid_only_when_clean() -> None:
         cartpole(shaping={"max_penalty": float("nan")})
     with pytest.raises(ValueError, match="unknown shaping keys"):
         cartpole(shaping={"penalty": 1})
+
+
+def test_a_given_penalty_table_is_the_whole_table() -> None:
+    """Was a bug (Shaping.from_config merged the defaults in): an env spec's
+    ``penalties: {high: 0.5}`` still penalised a low violation 0.05 and a medium one 0.2.
+    A mapping now means what ``Shaping(penalties=...)`` means; no argument at all gives
+    the documented defaults."""
+    policy = {"name": "p", "rules": [
+        {"kind": "forbidden_actions", "name": "left", "values": [0], "severity": "low"},
+        {"kind": "forbidden_actions", "name": "right", "values": [1], "severity": "medium"}]}
+    listed = cartpole(policy, intervention={"low": "warn", "medium": "warn"},
+                      shaping={"penalties": {"high": 0.5}})
+    assert listed.shaping == Shaping(penalties={"high": 0.5})
+    default = cartpole(policy, intervention={"low": "warn", "medium": "warn"})
+    assert default.shaping == Shaping.from_config({"max_penalty": 1.0})
+    for env, deltas in ((listed, [0.0, 0.0]), (default, [-0.05, -0.2])):
+        env.reset(seed=0)
+        got = []
+        for action in (0, 1):
+            *_, info = env.step(action)
+            assert info["cost"] == 1.0 and info["governance"]["verdict"] == "warn"
+            got.append(info["governance"]["reward_delta"])
+        assert got == pytest.approx(deltas)
 
 
 def test_info_contract_every_step_and_reset() -> None:

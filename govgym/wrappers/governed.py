@@ -124,6 +124,10 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     Shaping: ``reward' = reward - min(max_penalty, sum of severity penalties)``, plus
     ``clean_bonus`` on a step without violations (see :class:`govgym.shaping.Shaping`).
+    Without a ``shaping`` argument the penalties are low 0.05, medium 0.2, high 0.5,
+    critical 1.0, capped at ``max_penalty=1.0``, no clean bonus; a ``penalties`` table
+    that is given is the whole table (a severity it does not list is not penalised);
+    ``Shaping.off()`` turns shaping off.
     A violation whose verdict is ``allow`` costs but is not penalised. A blocked step's
     world reward is 0: in a world that pays a negative reward every step (MountainCar,
     Acrobot), being blocked can then pay better than acting, and an agent may learn to
