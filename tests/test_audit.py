@@ -347,3 +347,47 @@ def test_a_world_meaning_is_recorded_as_json_values_not_reprs(tmp_path: Path) ->
     assert record["proposal"]["action"] == gold.tolist()
     assert meaning["sql"] == "SELECT COUNT(*) FROM orders"
     assert meaning["level"] == 0 and meaning["parts"]["verb"] == "count"
+
+
+class ImageAction(gym.Env):
+    """A world whose action is a 32 x 32 grid and whose describe() returns an array."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (32, 32), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action: Any) -> Any:
+        return np.zeros(2, np.float32), 0.0, False, False, {}
+
+    def describe(self, action: Any) -> dict[str, Any]:
+        return {"grid": np.asarray(action), "rows": [np.asarray(row) for row in action[:3]]}
+
+
+def test_a_large_action_and_meaning_are_recorded_bounded(tmp_path: Path) -> None:
+    """Was a bug (summarize_action bounded only the outer list): a 32 x 32 action was
+    recorded whole, 1,024 numbers a record, and so was an array in a meaning."""
+    from govgym import GovernedEnv
+
+    path = tmp_path / "grid.jsonl"
+    policy = {"name": "edge", "rules": [{"kind": "forbidden_actions",
+                                         "ranges": [{"index": 0, "low": 0.5, "high": 1.0}]}]}
+    env = GovernedEnv(ImageAction(), policy, audit_path=path)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    for _ in range(3):
+        *_, info = env.step(env.action_space.sample())
+    env.close()
+    proposed = info["governance"]["proposed_action"]
+    assert len(proposed) == 65 and proposed[-1] == "… 1024 values, shape (32, 32)"
+    log = read(path)
+    assert log.ok and len(log.records) == 3
+    for record, line in zip(log.records, path.read_text().splitlines(), strict=True):
+        assert len(line) < 6000, "a record of a bounded summary"
+        grid = record["proposal"]["meaning"]["grid"]
+        assert len(grid) == 65 and grid[-1].startswith("… 1024 values")
+        assert record["proposal"]["action"] == grid
+    small = np.arange(6).reshape(2, 3)
+    assert summarize_meaning({"m": small})["m"] == [[0, 1, 2], [3, 4, 5]]  # small: kept whole

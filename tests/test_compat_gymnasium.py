@@ -4,6 +4,7 @@ contract, vector envs in both autoreset modes, pickling and rebuilding from
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import pickle
@@ -515,6 +516,34 @@ def test_governed_env_itself_pickles_through_its_spec() -> None:
     rebuilt = gym.make(cloudpickle.loads(cloudpickle.dumps(env.spec)))
     assert isinstance(rebuilt, GovernedEnv)
     assert rebuilt.kernel.policy.to_dict() == env.kernel.policy.to_dict()
+
+
+@pytest.mark.parametrize("copier", [pickle.dumps, cloudpickle.dumps, copy.deepcopy],
+                         ids=["pickle", "cloudpickle", "deepcopy"])
+def test_an_env_writing_an_audit_log_refuses_to_be_copied_and_rebuilds_from_its_spec(
+        copier: Any, tmp_path: Path) -> None:
+    """A copy of an env with an open audit log would append to the same hash chain: it
+    is refused with a message that says why and what to do (was: ``cannot pickle
+    '_io.TextIOWrapper' object``). The refused copy changes nothing; the spec rebuilds
+    the env with a log of its own."""
+    template = str(tmp_path / "audit-{run}.jsonl")
+    env = gym.make("Governed-CartPole-v1", audit_path=template)
+    env.reset(seed=0)
+    env.step(1)
+    with pytest.raises(TypeError, match=r"audit log .*audit-.*\.jsonl.*gymnasium\.make\(env\.spec\)"):
+        copier(env)
+    with pytest.raises(TypeError, match="cannot be pickled or copied"):
+        copier(env.get_wrapper_attr("recorder"))
+    env.step(1)
+    rebuilt = gym.make(env.spec)
+    rebuilt.reset(seed=0)
+    rebuilt.step(1)
+    for e in (env, rebuilt):
+        e.close()
+    logs = sorted(tmp_path.glob("audit-*.jsonl"))
+    assert len(logs) == 2
+    assert sorted(len(read_audit(p).records) for p in logs) == [1, 2]
+    assert all(read_audit(p).ok for p in logs)
 
 
 # -- determinism and the audit log --------------------------------------------------------

@@ -58,7 +58,8 @@ except ImportError:  # Windows: no advisory lock
 __all__ = ["GENESIS", "Recorder", "summarize_action", "summarize_meaning"]
 
 GENESIS = "0" * 64
-_MAX_SUMMARY = 256
+_MAX_SUMMARY = 256  # characters of a summarised string
+_MAX_VALUES = 64  # numbers of a summarised array
 _CACHE_LIMIT = 4096  # entries per cache of encoded values; past it, encode every time
 _WRITE_LINES = 128  # lines per write() call when flushing
 
@@ -67,6 +68,18 @@ def summarize_action(action: Any) -> Any:
     """A bounded, JSON-ready copy of an action, always of the same type for one space:
     a list for numbers and arrays (a scalar becomes ``[x]``), a (truncated) string for
     text, ``None`` for no action.
+
+    Bounded: an array of at most 64 values is kept whole, with its shape (a 2-D action
+    is a list of rows); a larger one becomes its first 64 values in C order followed by
+    a string that gives the number of values and the shape. Other values are kept as
+    their ``repr``, cut at 256 characters.
+
+    >>> import numpy as np
+    >>> summarize_action(np.array([[1, 2], [3, 4]]))
+    [[1, 2], [3, 4]]
+    >>> summary = summarize_action(np.zeros((100, 100)))
+    >>> len(summary), summary[-1]
+    (65, '… 10000 values, shape (100, 100)')
     """
     kind = type(action)
     if kind is int or kind is float or kind is bool:
@@ -77,10 +90,14 @@ def summarize_action(action: Any) -> Any:
         return action if len(action) <= _MAX_SUMMARY else action[:_MAX_SUMMARY] + "…"
     tolist = getattr(action, "tolist", None)
     if tolist is not None:
+        size = getattr(action, "size", None)  # NumPy's; torch's is a method
+        if type(size) is int and size > _MAX_VALUES and hasattr(action, "reshape"):
+            head = action.reshape(-1)[:_MAX_VALUES].tolist()
+            return [*head, f"… {size} values, shape {tuple(action.shape)}"]
         value = tolist()
         if not isinstance(value, list):
             return [value]
-        return value if len(value) <= 64 else [*value[:64], "…"]
+        return value if len(value) <= _MAX_VALUES else [*value[:_MAX_VALUES], "…"]
     if isinstance(action, int | float):
         return [action]
     text = repr(action)
@@ -458,6 +475,12 @@ class Recorder:
     def close(self) -> None:
         self._closed = True
         self._finalizer()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(
+            f"a Recorder cannot be pickled or copied: it holds the open audit log {self.path}, "
+            "and a copy appending to the same hash chain would fork it; open a Recorder of "
+            "its own for the copy's records")
 
     def __enter__(self) -> Recorder:
         return self

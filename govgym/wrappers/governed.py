@@ -180,7 +180,9 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     "meaning": ...}`` when the world describes its actions). One file takes one
     recorder: a second env opening the same path is refused, so in a vector env write
     ``audit_path="runs/audit-{run}.jsonl"``, where ``{run}`` becomes each env's run id
-    (``run_id``, or a random one).
+    (``run_id``, or a random one). For the same reason an env with an ``audit_path``
+    cannot be pickled or deep-copied (a ``TypeError`` says so); rebuild it from
+    ``env.spec`` instead. Without one it pickles like any Gymnasium env.
 
     Example:
         >>> import gymnasium as gym
@@ -575,6 +577,15 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._episode_violations += len(violations)
         self._episode_executed += executed_count
         return violations, cost, delta
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self.recorder is not None:
+            raise TypeError(
+                f"a GovernedEnv writing an audit log ({self.recorder.path}) cannot be pickled "
+                "or copied: a copy appending to the same hash chain would fork it. Rebuild the "
+                "env instead with gymnasium.make(env.spec) (govgym.make(env.spec) to change "
+                "its arguments), with an audit_path of its own, e.g. 'runs/audit-{run}.jsonl'")
+        return self.__dict__.copy()
 
     def close(self) -> None:
         if self.recorder is not None and not self.recorder.closed:
