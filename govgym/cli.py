@@ -3,7 +3,7 @@
     govgym envs                    registered ids with their world and policy
     govgym policy list             shipped policies
     govgym policy show NAME|FILE   a policy's rules and verdicts, as validated
-    govgym policy check FILE...    validate policy files (exit 1 if any is invalid)
+    govgym policy check FILE|DIR.. validate policy files, or every one in a folder (exit 1 if any is invalid)
     govgym audit verify FILE       check an audit log's hash chain (exit 1 if broken)
     govgym audit summary FILE      violations by rule and severity, rates per 1,000
     govgym sql check [--policy P] SQL   the verdict on one statement, without running it
@@ -16,6 +16,7 @@ Exit codes: 0 success, 1 the thing checked is bad (invalid policy, broken chain)
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Sequence
@@ -84,7 +85,18 @@ def _cmd_policy_check(args: argparse.Namespace) -> int:
     from govgym.kernel import PolicyError
 
     status = 0
-    for file in args.files:
+    files: list[str] = []
+    for given in args.files:
+        if Path(given).is_dir():  # a folder: every policy file in it
+            found = sorted(str(p) for p in Path(given).iterdir()
+                           if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                print(f"{given}: a folder with no policy files (*.yaml, *.yml)", file=sys.stderr)
+                status = max(status, 2)
+            files.extend(found)
+        else:
+            files.append(given)
+    for file in files:
         if not Path(file).is_file():
             print(f"{file}: no such file", file=sys.stderr)
             status = max(status, 2)
@@ -102,6 +114,8 @@ def _cmd_policy_check(args: argparse.Namespace) -> int:
 def _open_log(file: str) -> AuditLog:
     from govgym.audit import read
 
+    if Path(file).is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a folder, not an audit log", file)
     if not Path(file).is_file():
         raise FileNotFoundError(file)
     return read(file)
@@ -190,7 +204,7 @@ def _parser() -> argparse.ArgumentParser:
     show = psub.add_parser("show", help="print a policy as validated")
     show.add_argument("policy", help="a shipped policy name or a YAML file")
     show.set_defaults(func=_cmd_policy_show)
-    check = psub.add_parser("check", help="validate policy files")
+    check = psub.add_parser("check", help="validate policy files (a folder: every one in it)")
     check.add_argument("files", nargs="+")
     check.set_defaults(func=_cmd_policy_check)
 

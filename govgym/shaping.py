@@ -70,7 +70,7 @@ class Shaping:
             raise ValueError(f"unknown shaping keys {sorted(unknown)}; "
                              "expected penalties, max_penalty, clean_bonus")
         # a given table is the whole table: a severity it does not list is not penalised
-        penalties = config["penalties"] if "penalties" in config else DEFAULT_PENALTIES
+        penalties = config.get("penalties", DEFAULT_PENALTIES)
         return cls(dict(penalties or {}), config.get("max_penalty", 1.0),
                    config.get("clean_bonus", 0.0))
 

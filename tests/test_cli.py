@@ -9,6 +9,7 @@ from pathlib import Path
 import gymnasium as gym
 
 import govgym
+from govgym._paths import data_dir
 from govgym.cli import main
 
 
@@ -39,6 +40,26 @@ def test_policy_show_list_and_check(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "line 4, rule 'rate', field rules.0.limit" in err
     assert main(["policy", "check", str(tmp_path / "none.yaml")]) == 2
+
+
+def test_policy_check_of_a_folder_checks_every_policy_file_in_it(tmp_path: Path, capsys) -> None:
+    """Was: ``govgym policy check policies`` said "policies: no such file"."""
+    (tmp_path / "good.yaml").write_text("name: good\nrules: []\n")
+    (tmp_path / "bad.yml").write_text("name: bad\nrules:\n  - kind: nope\n")
+    (tmp_path / "notes.txt").write_text("not a policy")
+    assert main(["policy", "check", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "good.yaml: ok (policy 'good', 0 rule(s))" in out
+    assert "bad.yml" in err and "nope" in err and "notes.txt" not in out + err
+    folder = data_dir("policies")
+    assert main(["policy", "check", str(folder)]) == 0
+    assert capsys.readouterr().out.count(": ok (policy") == len(list(folder.glob("*.yaml")))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["policy", "check", str(empty)]) == 2
+    assert "a folder with no policy files" in capsys.readouterr().err
+    assert main(["audit", "verify", str(empty)]) == 2
+    assert "a folder, not an audit log" in capsys.readouterr().err
 
 
 def test_unknown_policy_name_exits_2_and_lists_available() -> None:

@@ -180,6 +180,24 @@ def test_budget_with_action_costs_looks_ahead() -> None:
     assert ctx.state["b"].spent == 8.0
 
 
+def test_budget_action_costs_refuses_to_price_part_of_a_multi_value_action() -> None:
+    """Was a bug: ``action_costs`` priced a MultiDiscrete action by its dimension 0, so
+    ``[0, 1]`` cost nothing however costly the 1 was. Now a rule_error (fail closed)
+    that says what to use instead; the budget is not touched."""
+    kernel = Kernel({"name": "p", "rules": [{"kind": "budget", "name": "b", "action_costs": {1: 4.0},
+                                             "hard": 10}]})
+    ctx = kernel.new_context()
+    for stage in (kernel.decide(Proposal(np.array([0, 1])), ctx),
+                  kernel.review(outcome(action=np.array([0, 1])), ctx)):
+        (violation,) = stage.violations
+        assert violation.code == "rule_error" and violation.severity == Severity.CRITICAL
+        assert "action_costs prices a Discrete action" in violation.message
+        assert "2 values" in violation.message
+    assert ctx.state["b"].spent == 0.0
+    kernel.review(outcome(action=np.array([1])), ctx)  # a one-value array is a Discrete action
+    assert ctx.state["b"].spent == 4.0
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -3.0, "lots", None])
 def test_budget_never_accepts_a_bad_world_cost(bad: object) -> None:
     kernel = Kernel({"name": "p", "rules": [{"kind": "budget", "name": "b", "info_key": "spend",

@@ -2,7 +2,9 @@
 
 The cost of a step comes from exactly one source:
 
-- ``action_costs``: a table for a ``Discrete`` action (missing actions cost 0);
+- ``action_costs``: a table for a ``Discrete`` action (missing actions cost 0); any
+  other action (``MultiDiscrete``, an array) is a ``rule_error``, never priced by a
+  part of it;
 - ``norm``: ``l1`` or ``l2`` norm of a Box action, times ``scale``;
 - ``info_key``: a cost the world reports in ``info`` after the step.
 
@@ -95,7 +97,12 @@ class Budget(Rule):
     def action_cost(self, action: Any) -> float:
         p = self.params
         if p.action_costs is not None:
-            return p.action_costs.get(int(np.asarray(action).reshape(-1)[0]), 0.0)
+            flat = np.asarray(action).reshape(-1)
+            if flat.size != 1:  # was: dimension 0 priced, the rest silently free
+                raise ValueError(
+                    f"action_costs prices a Discrete action (one integer); this action has "
+                    f"{flat.size} values: use norm, or a world cost (info_key)")
+            return p.action_costs.get(int(flat[0]), 0.0)
         flat = np.abs(np.asarray(action, dtype=np.float64).reshape(-1))
         norm = flat.sum() if p.norm == "l1" else float(np.hypot.reduce(flat)) if flat.size else 0.0
         return float(norm) * p.scale
