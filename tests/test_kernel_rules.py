@@ -150,17 +150,22 @@ def test_state_bounds_on_dict_observations() -> None:
 
 
 def test_forbidden_actions_values_dims_and_ranges() -> None:
-    kernel = Kernel({"name": "p", "rules": [
-        {"kind": "forbidden_actions", "name": "v", "values": [2]},
-        {"kind": "forbidden_actions", "name": "d", "dims": {1: [0]}},
-        {"kind": "forbidden_actions", "name": "r", "ranges": [{"index": 0, "low": 1.5, "high": 2.5}]}]})
-    ctx = kernel.new_context()
-    assert kernel.decide(Proposal(np.int64(2)), ctx).violations[0].rule == "v"
-    assert kernel.decide(Proposal(np.array([3, 0])), ctx).violations[0].rule == "d"
-    assert kernel.decide(Proposal(np.array([3, 1])), ctx).clean
-    assert kernel.decide(Proposal(np.array([1.7], dtype=np.float32)), ctx).violations[0].rule == "r"
-    assert kernel.decide(Proposal(np.array([1.5], dtype=np.float32)), ctx).clean  # boundary allowed
-    repaired = kernel.rules[2].repair(np.array([1.7], dtype=np.float32), None)
+    def kernel_of(**params: Any) -> Kernel:
+        return Kernel({"name": "p", "rules": [{"kind": "forbidden_actions", **params}]})
+
+    values, dims = kernel_of(values=[2]), kernel_of(dims={1: [0]})
+    ranges = kernel_of(ranges=[{"index": 0, "low": 1.5, "high": 2.5}])
+    ctx = Kernel().new_context()
+    assert values.decide(Proposal(np.int64(2)), ctx).violations[0].code == "forbidden_value"
+    assert values.decide(Proposal(np.array([2])), ctx).violations[0].code == "forbidden_value"
+    assert values.decide(Proposal(3), ctx).clean
+    assert dims.decide(Proposal(np.array([3, 0])), ctx).violations[0].code == "forbidden_value"
+    assert dims.decide(Proposal(np.array([3, 1])), ctx).clean
+    assert ranges.decide(Proposal(np.array([1.7], dtype=np.float32)), ctx).violations[0].code == (
+        "forbidden_range")
+    assert ranges.decide(Proposal(np.array([1.5], dtype=np.float32)), ctx).clean  # boundary allowed
+    kernel = ranges
+    repaired = kernel.rules[0].repair(np.array([1.7], dtype=np.float32), None)
     assert repaired.tolist() == [1.5]
 
 

@@ -117,7 +117,7 @@ def test_invalid_yaml_and_wrong_shapes(tmp_path: Path) -> None:
         load_policy({"name": "x", "rulez": []})
 
 
-@pytest.mark.parametrize("cost", [float("nan"), float("inf"), -1.0, "cheap", True])
+@pytest.mark.parametrize("cost", [float("nan"), float("inf"), -1.0, "cheap", True, 1e16])
 def test_non_finite_or_negative_costs_are_rejected(cost: object) -> None:
     with pytest.raises(PolicyError, match="cost must be a finite number >= 0"):
         load_policy({"name": "x", "rules": [{"kind": "forbidden_actions", "values": [0], "cost": cost}]})

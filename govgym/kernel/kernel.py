@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import copy
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,15 @@ __all__ = ["Context", "Kernel"]
 _ALLOW_PRE = Decision(Verdict.ALLOW, stage="pre")
 _ALLOW_POST = Decision(Verdict.ALLOW, stage="post")
 _AFTER_THE_FACT = {Verdict.BLOCK: Verdict.WARN, Verdict.REPLACE: Verdict.WARN}
+
+
+def _violations(found: Iterable[Violation] | None) -> list[Violation]:
+    """A rule's result as a list, every item checked to be a Violation."""
+    result = list(found) if found else []
+    for v in result:
+        if not isinstance(v, Violation):
+            raise TypeError(f"returned {type(v).__name__}, not a Violation")
+    return result
 
 
 @dataclass(slots=True)
@@ -99,7 +109,11 @@ class Kernel:
 
     @staticmethod
     def _rule_error(rule: Rule, exc: Exception) -> list[Violation]:
-        return [Violation(rule.name, "rule_error", Severity.CRITICAL, f"{type(exc).__name__}: {exc}",
+        try:
+            message = f"{type(exc).__name__}: {exc}"
+        except Exception:  # an exception whose str() raises still names its type
+            message = f"{type(exc).__name__} (its message could not be formatted)"
+        return [Violation(str(rule.name), "rule_error", Severity.CRITICAL, message,
                           max(rule.cost, 1.0))]
 
     def _run(self, rules: list[Rule], stage: str, arg: Any, ctx: Context) -> Decision | None:
@@ -143,11 +157,52 @@ class Kernel:
         return self._run(self._post, "post", outcome, ctx) or _ALLOW_POST
 
     def decide_batch(self, proposals: Sequence[Proposal], ctx: Context) -> list[Decision]:
-        """Decide many agents' proposals of one step, in the order given."""
-        return [self.decide(p, ctx) for p in proposals]
+        """Decide many agents' proposals of one step, jointly, in the order given.
+
+        Each proposal is judged as if the earlier ones that run as proposed (allow, warn)
+        had already run: rules see the joint action, so two agents cannot each spend the
+        last of a shared budget or the last slot of a shared rate. ``ctx`` is not
+        changed (the trial is a copy); :meth:`review_batch` after the step spends.
+        """
+        if not self._pre or len(proposals) <= 1:
+            return [self.decide(p, ctx) for p in proposals]
+        trial = Context(ctx.episode, copy.deepcopy(ctx.state))
+        broken: list[Violation] = []  # a rule whose admit() failed: later proposals fail closed
+        decisions: list[Decision] = []
+        for proposal in proposals:
+            decision = self._run(self._pre, "pre", proposal, trial) or _ALLOW_PRE
+            if broken:
+                decision = self._judge([*decision.violations, *broken], "pre")
+            decisions.append(decision)
+            if decision.executes:
+                for rule in self._pre:
+                    try:
+                        rule.admit(proposal, trial.state.get(rule.name))
+                    except Exception as exc:
+                        broken.extend(self._rule_error(rule, exc))
+        return decisions
 
     def review_batch(self, outcomes: Sequence[Outcome], ctx: Context) -> list[Decision]:
-        return [self.review(o, ctx) for o in outcomes]
+        """Review the outcomes of one joint step (one per agent, in order); rule state
+        advances once for the step (``Rule.review_step``)."""
+        if not self._post:
+            return [_ALLOW_POST for _ in outcomes]
+        state = ctx.state
+        found: list[list[Violation]] = [[] for _ in outcomes]
+        for rule in self._post:
+            try:
+                results = list(rule.review_step(outcomes, state.get(rule.name)))
+                if len(results) != len(outcomes):
+                    raise TypeError(f"review_step returned {len(results)} results for "
+                                    f"{len(outcomes)} outcomes")
+                results = [_violations(r) for r in results]
+            except Exception as exc:  # fail closed, for every agent of the step
+                for violations in found:
+                    violations.extend(self._rule_error(rule, exc))
+                continue
+            for violations, result in zip(found, results, strict=True):
+                violations.extend(result)
+        return [self._judge(v, "post") if v else _ALLOW_POST for v in found]
 
     def action_mask(self, space: Any, propose: Callable[[Any], Proposal], ctx: Context) -> np.ndarray:
         """Which actions of a ``Discrete`` or ``MultiDiscrete`` space may run as proposed.

@@ -25,7 +25,7 @@ import yaml
 
 from govgym import _yaml
 from govgym._paths import data_dir
-from govgym.kernel.types import Severity, Verdict
+from govgym.kernel.types import MAX_COST, Severity, Verdict, check_cost
 
 if TYPE_CHECKING:  # the rule kinds (and pydantic) load on first use, not at import
     from govgym.rules import Rule, RuleParams
@@ -76,6 +76,12 @@ class RuleConfig:
     verdict: Verdict | None = None
     description: str = ""
 
+    def __post_init__(self) -> None:  # one built in code is checked as a file's is
+        object.__setattr__(self, "severity", Severity.parse(self.severity))
+        object.__setattr__(self, "cost", check_cost(self.cost, f"rule {self.name!r}"))
+        if self.verdict is not None:
+            object.__setattr__(self, "verdict", Verdict.parse(self.verdict))
+
     def build(self) -> Rule:
         from govgym.rules import RULE_KINDS
 
@@ -91,6 +97,17 @@ class Policy:
     verdicts: Mapping[Severity, Verdict] = field(default_factory=lambda: dict(DEFAULT_VERDICTS))
     description: str = ""
     source: str = "<code>"
+
+    def __post_init__(self) -> None:
+        # one built in code: names parsed, a severity it leaves out gets its default
+        # verdict (the kernel must find a verdict for every severity), rule names unique
+        verdicts = dict(DEFAULT_VERDICTS)
+        verdicts.update({Severity.parse(k): Verdict.parse(v) for k, v in self.verdicts.items()})
+        object.__setattr__(self, "verdicts", verdicts)
+        object.__setattr__(self, "rules", tuple(self.rules))
+        names = [r.name for r in self.rules]
+        if len(set(names)) != len(names):
+            raise PolicyError(self.source, [("rules", f"duplicate rule names in {names}")])
 
     def verdict_for(self, severity: str | Severity) -> Verdict:
         return self.verdicts[Severity.parse(severity)]
@@ -230,6 +247,8 @@ def _from_data(data: Any, source: str, node: yaml.Node | None) -> Policy:
         problems.add(("name",), "a policy needs a non-empty string name")
     # an empty ``verdicts:`` or ``rules:`` (None) means the defaults; any other non-mapping
     # or non-list is an error, not "no rules"
+    if not isinstance(data.get("description") or "", str):
+        problems.add(("description",), f"a description is text, got {_short(data['description'])}")
     verdicts = _parse_verdicts({} if data.get("verdicts") is None else data["verdicts"], problems)
     rules = _parse_rules([] if data.get("rules") is None else data["rules"], problems)
     if problems.items:
@@ -242,11 +261,18 @@ def _parse_verdicts(raw: Any, problems: _Problems) -> dict[Severity, Verdict]:
     if not isinstance(raw, Mapping):
         problems.add(("verdicts",), "verdicts maps severities to verdicts, e.g. {high: block}")
         return verdicts
+    given: dict[Severity, Any] = {}
     for severity, verdict in raw.items():
         try:
-            verdicts[Severity.parse(severity)] = Verdict.parse(verdict)
+            parsed = Severity.parse(severity)
+            verdicts[parsed] = Verdict.parse(verdict)
         except ValueError as exc:
             problems.add(("verdicts", severity), str(exc))
+            continue
+        if parsed in given:  # "high" and "HIGH": one would silently win
+            problems.add(("verdicts", severity),
+                         f"severity {str(parsed)!r} is given twice (as {given[parsed]!r} and {severity!r})")
+        given[parsed] = severity
     return verdicts
 
 
@@ -302,7 +328,12 @@ def _parse_rule(i: int, entry: Any, problems: _Problems) -> RuleConfig | None:
         severity, ok = cls.default_severity, False
     cost = entry.get("cost", 1.0)
     if not _is_cost(cost):
-        problems.add((*at, "cost"), f"cost must be a finite number >= 0, got {_short(cost)}", name)
+        problems.add((*at, "cost"),
+                     f"cost must be a finite number >= 0 and <= {MAX_COST:g}, got {_short(cost)}", name)
+        ok = False
+    if not isinstance(entry.get("description") or "", str):
+        problems.add((*at, "description"), f"a description is text, got {_short(entry['description'])}",
+                     name)
         ok = False
     verdict = None
     if entry.get("verdict") is not None:
@@ -333,7 +364,7 @@ def _is_cost(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     try:
-        return math.isfinite(value) and value >= 0
+        return math.isfinite(value) and 0 <= value <= MAX_COST
     except OverflowError:  # an int beyond any float
         return False
 

@@ -5,15 +5,17 @@ Nothing here imports Gymnasium: the kernel judges plain data.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-_INF = math.inf
+#: The largest cost one violation (or a rule's ``cost``) may carry. Above it an episode's
+#: sum of costs could overflow to ``inf``, which no budget or cost limit can compare.
+MAX_COST = 1e15
 
 __all__ = [
     "EXECUTING_VERDICTS",
+    "MAX_COST",
     "SEVERITY_NAMES",
     "Decision",
     "Outcome",
@@ -72,13 +74,16 @@ EXECUTING_VERDICTS = frozenset({Verdict.ALLOW, Verdict.WARN})
 
 
 def check_cost(value: Any, where: str) -> float:
-    """Return ``value`` as a float cost, or raise if it is NaN, infinite or negative."""
+    """Return ``value`` as a float cost, or raise if it is not a number (a string or a
+    bool is not), is NaN, infinite, negative or above :data:`MAX_COST`."""
+    if isinstance(value, str | bytes | bool) or type(value).__name__ == "bool_":
+        raise ValueError(f"{where}: cost {value!r} is not a number")
     try:
         cost = float(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float
         raise ValueError(f"{where}: cost {value!r} is not a number") from None
-    if math.isnan(cost) or math.isinf(cost) or cost < 0.0:
-        raise ValueError(f"{where}: cost must be finite and >= 0, got {value!r}")
+    if not 0.0 <= cost <= MAX_COST:  # NaN fails too
+        raise ValueError(f"{where}: cost must be finite, >= 0 and <= {MAX_COST:g}, got {value!r}")
     return cost
 
 
@@ -97,7 +102,7 @@ class Violation:
     # frozen one costs ~1.3 us, and violations are built on the hot path of a step.
     def __init__(self, rule: str, code: str, severity: Severity, message: str,
                  cost: float = 1.0) -> None:
-        if type(cost) is not float or not 0.0 <= cost < _INF:  # NaN fails too
+        if type(cost) is not float or not 0.0 <= cost <= MAX_COST:  # NaN fails too
             cost = check_cost(cost, f"violation {rule}/{code}")
         if type(severity) is not Severity:  # a name or number; anything else raises
             severity = Severity.parse(severity)

@@ -8,19 +8,52 @@ the object ``initial_state`` returns, so one kernel can serve many episodes and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from govgym.kernel.types import Outcome, Proposal, Severity, Violation
 
-__all__ = ["INDEX_LIMIT", "RULE_KINDS", "Rule", "RuleParams", "register_rule", "rule_kind"]
+__all__ = ["INDEX_LIMIT", "RULE_KINDS", "Number", "Rule", "RuleParams", "register_rule", "rule_kind",
+           "unique_int_keys"]
 
 #: Bound on an index into an action or observation in rule parameters (negative ones
 #: count from the end): larger ones cannot address anything, and overflow NumPy's index.
 INDEX_LIMIT = 2**31
+
+
+def _plain_number(value: Any) -> Any:
+    """A number as written (``1``, ``0.5``, ``.inf``); a bool or a numeric string is not
+    one, although pydantic's float would take it (``low: false`` is not ``low: 0``)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise ValueError(f"a number, got {value!r}")
+    return value
+
+
+#: A float parameter that takes numbers only.
+Number = Annotated[float, BeforeValidator(_plain_number)]
+
+
+def unique_int_keys(value: Any) -> Any:
+    """A mapping whose keys are integers: refuse two keys that name one integer
+    (``1`` and ``"1"``), which pydantic would merge silently, the last one winning."""
+    if not isinstance(value, Mapping):
+        return value
+    seen: dict[int, Any] = {}
+    for key in value:
+        if isinstance(key, bool):
+            raise ValueError(f"key {key!r} is not an integer")
+        try:
+            number = int(key)
+        except (TypeError, ValueError):
+            continue  # pydantic reports it
+        if number in seen:
+            raise ValueError(f"keys {seen[number]!r} and {key!r} name the same integer {number}")
+        seen[number] = key
+    return value
 
 
 class RuleParams(BaseModel):
@@ -71,6 +104,17 @@ class Rule:
     def repair(self, action: Any, space: Any) -> Any | None:
         """A nearby action this rule allows, or ``None``. Used by the ``replace`` verdict."""
         return None
+
+    def admit(self, proposal: Proposal, state: Any) -> None:
+        """Count, in a trial copy of ``state``, a proposal that will run in the same step,
+        so that the next agent's proposal in :meth:`Kernel.decide_batch` is judged with it
+        (a shared budget is spent, a rate is used). Most rules keep nothing: no-op."""
+
+    def review_step(self, outcomes: Sequence[Outcome], state: Any) -> list[Sequence[Violation]]:
+        """The violations of each outcome of one joint step (many agents), in order.
+        By default each is reviewed in turn; a rule that keeps per-step state (a rate's
+        window) overrides this to advance it once per step, not once per agent."""
+        return [self.review(outcome, state) for outcome in outcomes]
 
     def attach(self, world: Any) -> None:
         """Called once with the unwrapped world when a wrapper is built around it.

@@ -32,25 +32,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from govgym.kernel.types import Outcome, Proposal, Severity, Violation
-from govgym.rules.base import Rule, RuleParams, register_rule
+from govgym.kernel.types import Outcome, Proposal, Severity, Violation, check_cost
+from govgym.rules.base import Number, Rule, RuleParams, register_rule, unique_int_keys
 
 __all__ = ["Budget"]
 
 
 class BudgetParams(RuleParams):
-    hard: float = Field(gt=0, allow_inf_nan=False)
-    soft: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    hard: Number = Field(gt=0, allow_inf_nan=False)
+    soft: Number | None = Field(default=None, gt=0, allow_inf_nan=False)
     soft_severity: str = "medium"
     hard_severity: str = "critical"
-    action_costs: dict[int, float] | None = None
+    action_costs: Annotated[dict[int, Number], BeforeValidator(unique_int_keys)] | None = None
     norm: Literal["l1", "l2"] | None = None
-    scale: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    scale: Number = Field(default=1.0, ge=0, allow_inf_nan=False)
     info_key: str | None = None
 
     @model_validator(mode="after")
@@ -131,6 +131,12 @@ class Budget(Rule):
             return self._invalid("action cost", step_cost)
         return self._limit_violations(state.spent + step_cost, "")
 
+    def admit(self, proposal: Proposal, state: BudgetState) -> None:
+        if self._looks_ahead:  # a world cost is only known after the step
+            step_cost = self.action_cost(proposal.action)
+            if math.isfinite(step_cost) and step_cost >= 0:
+                state.spent += step_cost
+
     def review(self, outcome: Outcome, state: BudgetState) -> Sequence[Violation]:
         if not outcome.executed:
             return ()
@@ -140,11 +146,9 @@ class Budget(Rule):
         else:
             raw = outcome.info.get(self.params.info_key, 0.0)
             what = f"world cost {self.params.info_key}"
-        try:
-            step_cost = float(raw)
-        except (TypeError, ValueError):
-            step_cost = math.nan
-        if not math.isfinite(step_cost) or step_cost < 0:
+        try:  # a string, a bool, NaN, inf, < 0 or above MAX_COST: never added
+            step_cost = check_cost(raw, what)
+        except ValueError:
             return self._invalid(what, raw)
         if self._looks_ahead:
             state.spent += step_cost

@@ -16,28 +16,34 @@ A range bans the open interval ``low < a < high``: its boundary values stay allo
 ``repair`` (used by the ``replace`` verdict) moves a banned action to the nearer
 boundary (in the space's dtype, rounded toward the allowed side). To ban everything up
 to a space bound, put ``high`` past it, or ``.inf``: an infinite end bans the infinity
-too. A NaN in a ranged entry is banned (it cannot be judged; no repair). Discrete bans
-also give an exact action mask, and ``dims`` a per-dimension mask for ``MultiDiscrete``.
+too. A NaN in a ranged entry is banned (it cannot be judged; no repair). ``repair``
+only picks a value that the space's bounds allow and that no other range bans, else
+there is none and the step is blocked. Discrete bans also give an exact action mask,
+and ``dims`` and ``ranges`` a per-dimension mask for ``MultiDiscrete``.
+
+A ``Discrete`` action may come as an int or an array of one value. An index (``dims``
+key, range ``index``) that the action does not have is an error of the rule, reported
+as a critical ``rule_error``: it never silently bans nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field, StrictInt, model_validator
+from pydantic import BeforeValidator, Field, StrictInt, model_validator
 
 from govgym.kernel.types import Proposal, Severity, Violation
-from govgym.rules.base import INDEX_LIMIT, Rule, RuleParams, register_rule
+from govgym.rules.base import INDEX_LIMIT, Number, Rule, RuleParams, register_rule, unique_int_keys
 
 __all__ = ["ForbiddenActions"]
 
 
 class Range(RuleParams):
     index: StrictInt = Field(default=0, ge=-INDEX_LIMIT, lt=INDEX_LIMIT)
-    low: float
-    high: float
+    low: Number
+    high: Number
 
     @model_validator(mode="after")
     def _ordered(self) -> Range:
@@ -46,9 +52,14 @@ class Range(RuleParams):
         return self
 
 
+#: ``dims``: dimension (>= 0) -> banned values; two keys for one dimension are refused
+Dims = Annotated[dict[Annotated[int, Field(ge=0, lt=INDEX_LIMIT)], list[StrictInt]],
+                 BeforeValidator(unique_int_keys)]
+
+
 class ForbiddenActionsParams(RuleParams):
     values: list[StrictInt] = []
-    dims: dict[int, list[StrictInt]] = {}
+    dims: Dims = {}
     ranges: list[Range] = []
 
     @model_validator(mode="after")
@@ -64,19 +75,38 @@ def _inside(a: float, r: Range) -> bool:
     return r.low < a < r.high or a != a or a == r.high == np.inf or a == r.low == -np.inf
 
 
-def dims_mask(space: Any, dims: dict[int, frozenset[int]]) -> np.ndarray:
+def dims_mask(space: Any, dims: dict[int, frozenset[int]],
+              ranges: Sequence[Range] = ()) -> np.ndarray:
     """A ``MultiDiscrete`` space's per-dimension masks, concatenated, with the values in
-    ``dims`` (dimension -> action values, ``start`` included) masked out."""
+    ``dims`` (dimension -> action values, ``start`` included) and the values inside
+    ``ranges`` (by ``index``, negative from the end) masked out."""
     nvec = np.asarray(space.nvec).reshape(-1)
     start = np.broadcast_to(np.asarray(getattr(space, "start", 0)).reshape(-1), nvec.shape)
+    by_dim: dict[int, list[Range]] = {}
+    for r in ranges:
+        if -nvec.size <= r.index < nvec.size:
+            by_dim.setdefault(r.index % nvec.size, []).append(r)
     parts = []
     for dim, n in enumerate(nvec):
-        part = np.ones(int(n), dtype=bool)
+        n, first = int(n), int(start[dim])  # Python ints: a huge banned value cannot overflow
+        part = np.ones(n, dtype=bool)
         for value in dims.get(dim, ()):
-            if 0 <= value - start[dim] < n:
-                part[value - start[dim]] = False
+            if 0 <= value - first < n:
+                part[value - first] = False
+        for r in by_dim.get(dim, ()):
+            for offset in range(n):
+                if _inside(float(first + offset), r):
+                    part[offset] = False
         parts.append(part)
     return np.concatenate(parts)
+
+
+def entry(flat: np.ndarray, index: int, what: str) -> Any:
+    """``flat[index]``, or an error naming the parameter: an index the action does not
+    have would otherwise ban nothing (fail open); raised, it is a ``rule_error``."""
+    if not -flat.size <= index < flat.size:
+        raise IndexError(f"{what} {index} is outside the action's {flat.size} entries")
+    return flat[index]
 
 
 @register_rule
@@ -96,27 +126,32 @@ class ForbiddenActions(Rule):
     def check(self, proposal: Proposal, state: Any) -> Sequence[Violation]:
         action = proposal.action
         found: list[Violation] = []
-        if self._values and np.ndim(action) == 0 and int(action) in self._values:
-            found.append(self.violation("forbidden_value", f"action {int(action)} is forbidden"))
+        if self._values:  # a Discrete action: an int, or an array of one (as budget and rate read it)
+            value = action if type(action) is int else np.asarray(action).reshape(-1)
+            if type(value) is not int and value.size == 1:
+                value = int(value[0])
+            if type(value) is int and value in self._values:
+                found.append(self.violation("forbidden_value", f"action {value} is forbidden"))
         if self._dims:
             flat = np.asarray(action).reshape(-1)
             for dim, banned in self._dims.items():
-                if dim < flat.size and int(flat[dim]) in banned:
-                    found.append(self.violation(
-                        "forbidden_value", f"action[{dim}]={int(flat[dim])} is forbidden"))
+                value = int(entry(flat, dim, "dims key"))
+                if value in banned:
+                    found.append(self.violation("forbidden_value", f"action[{dim}]={value} is forbidden"))
         if self._ranges:
             flat = np.asarray(action, dtype=np.float64).reshape(-1)
             for r in self._ranges:
-                if r.index < flat.size and _inside(float(flat[r.index]), r):
+                value = float(entry(flat, r.index, "ranges index"))
+                if _inside(value, r):
                     found.append(self.violation(
                         "forbidden_range",
-                        f"action[{r.index}]={flat[r.index]:.4g} inside forbidden ({r.low}, {r.high})"))
+                        f"action[{r.index}]={value:.4g} inside forbidden ({r.low}, {r.high})"))
         return found
 
     def mask(self, space: Any, state: Any) -> np.ndarray | None:
         nvec = getattr(space, "nvec", None)
         if nvec is not None:
-            return dims_mask(space, self._dims)
+            return dims_mask(space, self._dims, self._ranges)
         n = getattr(space, "n", None)
         if n is None:
             return None
@@ -128,22 +163,48 @@ class ForbiddenActions(Rule):
         return mask
 
     def repair(self, action: Any, space: Any) -> Any | None:
+        """The action with each banned entry moved to the nearest value that no range
+        bans and the space allows (a boundary of one of the entry's ranges, in the
+        space's dtype, rounded toward the allowed side); ``None`` if an entry has none."""
         if not self._ranges:
             return None
-        repaired = np.array(action, dtype=np.float64).reshape(-1)
+        flat = np.array(action, dtype=np.float64).reshape(-1)
         dtype = np.dtype(getattr(space, "dtype", None) or np.float32)
-        result = repaired.astype(dtype)
+        result = flat.astype(dtype)
+        lows = _space_bound(space, "low", -np.inf, flat.size)
+        highs = _space_bound(space, "high", np.inf, flat.size)
+        by_entry: dict[int, list[Range]] = {}
         for r in self._ranges:
-            if r.index >= repaired.size:
-                continue
-            a = float(repaired[r.index])
+            if -flat.size <= r.index < flat.size:
+                by_entry.setdefault(r.index % flat.size, []).append(r)
+        for i, ranges in by_entry.items():
+            a = float(flat[i])
             if a != a:
-                return None  # NaN: no nearer boundary
-            if _inside(a, r):
-                to_low = a == -np.inf or (a != np.inf and a - r.low <= r.high - a)
-                boundary, outward = (r.low, -np.inf) if to_low else (r.high, np.inf)
-                value = dtype.type(boundary)
-                if dtype.kind == "f" and _inside(float(value), r):  # rounded into the range
-                    value = np.nextafter(value, dtype.type(outward))
-                result[r.index] = value
+                return None  # NaN: no nearer value
+            if not any(_inside(a, r) for r in ranges):
+                continue
+            candidates = []
+            for r in ranges:
+                for boundary, outward in ((r.low, -np.inf), (r.high, np.inf)):
+                    value = dtype.type(boundary)
+                    if dtype.kind == "f" and _inside(float(value), r):  # rounded into the range
+                        value = np.nextafter(value, dtype.type(outward))
+                    v = float(value)
+                    if lows[i] <= v <= highs[i] and not any(_inside(v, other) for other in ranges):
+                        distance = abs(v - a)
+                        candidates.append((distance if distance == distance else np.inf, v, value))
+            if not candidates:
+                return None
+            result[i] = min(candidates, key=lambda c: (c[0], c[1]))[2]  # ties: the lower value
         return result.reshape(np.shape(action))
+
+
+def _space_bound(space: Any, name: str, default: float, size: int) -> np.ndarray:
+    """A Box space's ``low`` or ``high`` per flattened entry (``default`` without one)."""
+    bound = getattr(space, name, None)
+    if bound is None:
+        return np.full(size, default)
+    bound = np.asarray(bound, dtype=np.float64).reshape(-1)
+    if bound.size == size:
+        return bound
+    return np.full(size, bound[0] if bound.size == 1 else default)

@@ -16,6 +16,10 @@ the last ``window`` steps. Only executed actions count, and blocked steps still 
 the window on. While the window is full, the action mask leaves counted actions out:
 exactly for a ``Discrete`` space (the kernel judges every action), and per dimension for
 a ``MultiDiscrete`` one when the rule counts by ``dims``.
+
+With many agents (``Kernel.decide_batch`` / ``review_batch``) the window is shared: an
+agent's proposal sees the counted actions of the agents before it in the same step, and
+the window moves on once per step.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from pydantic import Field, StrictInt
 
 from govgym.kernel.types import Outcome, Proposal, Severity, Violation
 from govgym.rules.base import Rule, RuleParams, register_rule
-from govgym.rules.forbidden_actions import dims_mask
+from govgym.rules.forbidden_actions import Dims, dims_mask, entry
 
 __all__ = ["Rate"]
 
@@ -39,7 +43,7 @@ class RateParams(RuleParams):
     limit: StrictInt = Field(ge=1)
     window: StrictInt = Field(ge=1)
     values: list[StrictInt] = []
-    dims: dict[int, list[StrictInt]] = {}
+    dims: Dims = {}
     kinds: list[str] = []
 
 
@@ -75,7 +79,7 @@ class Rate(Rule):
         flat = np.asarray(action).reshape(-1)
         if self._values and flat.size == 1 and int(flat[0]) in self._values:
             return True
-        return any(d < flat.size and int(flat[d]) in banned for d, banned in self._dims.items())
+        return any(int(entry(flat, d, "dims key")) in banned for d, banned in self._dims.items())
 
     def _in_window(self, state: RateState) -> int:
         oldest = state.step - self.params.window
@@ -100,8 +104,19 @@ class Rate(Rule):
             return np.ones(int(np.sum(space.nvec)), dtype=bool)
         return dims_mask(space, self._dims)
 
+    def admit(self, proposal: Proposal, state: RateState) -> None:
+        if self.counts(proposal.action, proposal.meaning):
+            state.times.append(state.step)
+
     def review(self, outcome: Outcome, state: RateState) -> Sequence[Violation]:
         if outcome.executed and self.counts(outcome.action, outcome.meaning):
             state.times.append(state.step)
         state.step += 1
         return ()
+
+    def review_step(self, outcomes: Sequence[Outcome], state: RateState) -> list[Sequence[Violation]]:
+        for outcome in outcomes:  # every agent's executed action counts, in one step
+            if outcome.executed and self.counts(outcome.action, outcome.meaning):
+                state.times.append(state.step)
+        state.step += 1
+        return [() for _ in outcomes]

@@ -24,15 +24,15 @@ import numpy as np
 from pydantic import Field, StrictInt, model_validator
 
 from govgym.kernel.types import Outcome, Severity, Violation
-from govgym.rules.base import INDEX_LIMIT, Rule, RuleParams, register_rule
+from govgym.rules.base import INDEX_LIMIT, Number, Rule, RuleParams, register_rule
 
 __all__ = ["StateBounds"]
 
 
 class Bound(RuleParams):
     index: StrictInt = Field(ge=-INDEX_LIMIT, lt=INDEX_LIMIT)
-    low: float = float("-inf")
-    high: float = float("inf")
+    low: Number = float("-inf")
+    high: Number = float("inf")
     key: str | None = None
     label: str | None = None
     severity: str | None = None
