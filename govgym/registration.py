@@ -169,7 +169,7 @@ def load_env_specs(folder: Path | None = None) -> dict[str, EnvSpecFile]:
     if not folder.is_dir():
         raise EnvSpecError(f"{folder}: no such folder of env specs")
     specs: dict[str, EnvSpecFile] = {}
-    for path in sorted(folder.glob("*.yaml")):
+    for path in sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml")):
         spec = _parse_spec(path)
         if spec.id in specs:
             raise EnvSpecError(f"{path}: id {spec.id!r} is already defined in {specs[spec.id].source}")
@@ -181,11 +181,34 @@ ENV_SPECS: dict[str, EnvSpecFile] = {}
 _ENTRY_POINT = "govgym.registration:make_governed"
 
 
+def _is_class_path(world: str) -> bool:
+    return ":" in world and world.split(":", 1)[0] not in gym.registry and "." in world.split(":", 1)[0]
+
+
+def _render_modes(world: str) -> list[str] | None:
+    """The render modes the world's class declares, if it can be found without building it."""
+    try:
+        creator = (gym.envs.registration.load_env_creator(world) if _is_class_path(world)
+                   else gym.spec(world).entry_point)
+        if isinstance(creator, str):
+            creator = gym.envs.registration.load_env_creator(creator)
+        modes = getattr(creator, "metadata", {}).get("render_modes")
+    except Exception:  # not found here: building the world reports it
+        return None
+    return list(modes) if isinstance(modes, list | tuple) else None
+
+
 def _make_world(world: str, world_kwargs: Mapping[str, Any], render_mode: str | None) -> gym.Env:
     kwargs = dict(world_kwargs)
     if render_mode is not None:
+        modes = _render_modes(world)
+        if modes is not None and render_mode not in modes:
+            # a TypeError, as for an argument the world does not take: SB3's make_vec_env
+            # asks for "rgb_array" first and builds the env without it on a TypeError
+            raise TypeError(f"render_mode {render_mode!r} is not one of the world {world!r}'s "
+                            f"render modes {modes}")
         kwargs["render_mode"] = render_mode
-    if ":" in world and world.split(":", 1)[0] not in gym.registry and "." in world.split(":", 1)[0]:
+    if _is_class_path(world):
         creator = gym.envs.registration.load_env_creator(world)
         return creator(**kwargs)
     # no TimeLimit inside: the limit is applied around the governed env (see the module doc)
@@ -208,6 +231,7 @@ def make_governed(world: str, policy: Any, world_kwargs: Mapping[str, Any] | Non
         raise TypeError(f"unexpected argument(s) {sorted(unknown)}; a governed env takes "
                         f"render_mode, world_kwargs, policy and {sorted(_WRAPPER_KEYS)}")
     env = GovernedEnv(_make_world(world, world_kwargs or {}, render_mode), policy, **wrapper_kwargs)
+    env._part_of_entry_point = True  # the id's spec rebuilds it: no additional wrapper entry
     env.metadata = {**env.metadata, "render_modes": env.env.metadata.get("render_modes", [])}
     return env
 

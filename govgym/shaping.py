@@ -52,8 +52,10 @@ class Shaping:
     def __post_init__(self) -> None:
         table = {Severity.parse(k): _finite(v, f"penalty[{k}]") for k, v in self.penalties.items()}
         object.__setattr__(self, "_table", table)
-        _finite(self.max_penalty, "max_penalty")
-        _finite(self.clean_bonus, "clean_bonus")
+        # stored as floats: an int bonus made reward_delta an int, and a vector env's
+        # info array then took env 0's int dtype and cut the others' -0.5 to 0
+        object.__setattr__(self, "max_penalty", _finite(self.max_penalty, "max_penalty"))
+        object.__setattr__(self, "clean_bonus", _finite(self.clean_bonus, "clean_bonus"))
 
     @classmethod
     def off(cls) -> Shaping:

@@ -50,6 +50,8 @@ from pathlib import Path
 from time import time_ns
 from typing import IO, Any
 
+import numpy as np
+
 try:
     import fcntl
 except ImportError:  # Windows: no advisory lock
@@ -100,6 +102,13 @@ def summarize_action(action: Any) -> Any:
         return value if len(value) <= _MAX_VALUES else [*value[:_MAX_VALUES], "…"]
     if isinstance(action, int | float):
         return [action]
+    if isinstance(action, list | tuple):  # numbers as an array's list; anything else as text
+        try:
+            array = np.asarray(action)
+        except (ValueError, TypeError):
+            array = None
+        if array is not None and array.dtype.kind in "biuf":
+            return summarize_action(array)
     text = repr(action)
     return text if len(text) <= _MAX_SUMMARY else text[:_MAX_SUMMARY] + "…"
 
@@ -389,12 +398,17 @@ class Recorder:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.flush_every = flush_every
-        self._seq, self._prev = _last_record(self.path)
         self._run_json = _encode(self.run_id)
         self._episode: Any = None  # the episode self._head was built for
         self._head = _head(self._run_json, None)
         self._fh = self.path.open("a", encoding="utf-8")
         _lock(self._fh, self.path)
+        # read under the lock: a recorder that closed just before cannot leave a stale tail
+        try:
+            self._seq, self._prev = _last_record(self.path)
+        except BaseException:
+            self._fh.close()
+            raise
         self._closed = False
         if self._fh.tell() > 0 and not self._ends_with_newline():
             self._fh.write("\n")  # terminate a torn line so the chain resumes on its own line

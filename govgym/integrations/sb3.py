@@ -73,7 +73,11 @@ class GovernanceLogger(BaseCallback):
         self._acc: list[_Accumulator] = []
 
     def _on_training_start(self) -> None:
-        self._acc = [_Accumulator() for _ in range(self.training_env.num_envs)]
+        # learn(..., reset_num_timesteps=False) goes on with the episodes in progress (SB3
+        # does not reset the env): keep their running totals; a fresh learn() resets it
+        fresh = self.locals.get("reset_num_timesteps", True)
+        if fresh or len(self._acc) != self.training_env.num_envs:
+            self._acc = [_Accumulator() for _ in range(self.training_env.num_envs)]
 
     def _on_step(self) -> bool:
         rewards = self.locals["rewards"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Mapping
-from os import PathLike
+from os import PathLike, fspath
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -51,6 +51,8 @@ def _declarative(value: Any) -> Any:
         return value.to_dict()
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
+    if isinstance(value, PathLike):  # a policy file: its path as text, for env.spec.to_json()
+        return fspath(value)
     return value
 
 
@@ -157,8 +159,9 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     string for text actions, ``None`` when nothing ran. That keeps vector envs' info
     arrays well-typed.
 
-    ``max_episode_steps`` (default: the world's own) truncates the episode after that
-    many *governed* steps, blocked ones included: a world's own ``TimeLimit`` only
+    ``max_episode_steps`` (default: the world's own; ``-1``: no limit of its own, as in
+    ``gymnasium.make``) truncates the episode after that many *governed* steps, blocked
+    ones included: a world's own ``TimeLimit`` only
     counts the steps that reached it, and an agent that is always blocked must still
     see its episode end. A longer limit than the world's own ``TimeLimit`` needs a world
     built without one (``gym.make(id, max_episode_steps=-1)``; :func:`govgym.make` does
@@ -199,6 +202,8 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         array([False,  True])
     """
 
+    _part_of_entry_point = False  # True when govgym.registration.make_governed built it
+
     def __init__(
         self,
         env: gym.Env,
@@ -238,9 +243,17 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if safe_action is not None:
             self._check_safe_action()
         self.cost_limit = cost_limit
+        if max_episode_steps is not None and (
+                isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int | np.integer)
+                or (max_episode_steps < 1 and max_episode_steps != -1)):
+            raise ValueError(f"max_episode_steps must be a whole number >= 1, or -1 for no limit "
+                             f"(as in gymnasium.make), got {max_episode_steps!r}")
         inner_limit = _time_limit_of(env)
-        self.max_episode_steps = inner_limit if max_episode_steps is None else int(max_episode_steps)
-        if inner_limit is not None and self.max_episode_steps > inner_limit:
+        self.max_episode_steps: int | None = (
+            inner_limit if max_episode_steps is None
+            else None if max_episode_steps == -1 else int(max_episode_steps))
+        if inner_limit is not None and self.max_episode_steps is not None and (
+                self.max_episode_steps > inner_limit):
             warnings.warn(
                 f"max_episode_steps={self.max_episode_steps}, but the world's own TimeLimit ends "
                 f"episodes after {inner_limit} steps; build the world without it "
@@ -586,6 +599,16 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 "env instead with gymnasium.make(env.spec) (govgym.make(env.spec) to change "
                 "its arguments), with an audit_path of its own, e.g. 'runs/audit-{run}.jsonl'")
         return self.__dict__.copy()
+
+    @property
+    def spec(self) -> gym.envs.registration.EnvSpec | None:
+        """The env spec, as Gymnasium's wrappers give it; for a registered govgym id the
+        id's own spec (this wrapper is part of its entry point, so it is not listed as an
+        additional wrapper, and ``gym.make(env.spec, cost_limit=7)`` rebuilds it with the
+        change)."""
+        if self._part_of_entry_point:
+            return self.env.spec
+        return super().spec
 
     def close(self) -> None:
         if self.recorder is not None and not self.recorder.closed:
