@@ -444,3 +444,22 @@ def test_generated_statements_never_raise_and_allowed_ones_do_no_forbidden_damag
         assert damage[key] == 0, (sql, key, damage)
     for table, changes in damage["by_table"].items():
         assert changes["modified"] <= CAPS[table], (sql, damage)
+
+
+def test_a_statement_the_engine_runs_out_of_memory_on_is_a_failed_step_not_a_crash() -> None:
+    """Was a bug (found by review): a SELECT that compiles within SQLite's VDBE-op limit on
+    the kernel's untyped shadow schema, but not on the world's REAL columns, made SQLite
+    raise MemoryError inside env.step."""
+    def chain(name: str) -> str:
+        return "+".join([name] * 8)
+
+    sql = (f"WITH a(x) AS (SELECT {chain('amount')} FROM orders), b(y) AS (SELECT {chain('x')} "
+           f"FROM a), c(z) AS (SELECT {chain('y')} FROM b) SELECT {chain('z')} FROM c")
+    env = governed_env()
+    env.reset(seed=0, options={"task": "count_rows:customers"})
+    obs, reward, terminated, truncated, info = env.step(sql)
+    assert info["engine"]["error"] == "MemoryError" and not info["success"]
+    assert not (terminated or truncated) and reward <= 0.0
+    assert damage_of(info) == {} and env.observation_space.contains(obs)
+    *_, info = env.step("SELECT count(*) FROM customers")  # the episode goes on
+    assert info["governance"]["verdict"] == "allow"

@@ -52,7 +52,11 @@ __all__ = ["ACTION_MODES", "TEXT_ACTION_MAX_LENGTH", "SQLWorld"]
 
 ACTION_MODES = ("discrete", "text")
 TEXT_ACTION_MAX_LENGTH = 4096
-_ENGINE_ERRORS = (sqlite3.Error, sqlite3.Warning, ValueError)
+#: What a statement can make the engine raise. MemoryError: CPython's sqlite3 maps
+#: SQLITE_NOMEM to it, e.g. a statement past SQLITE_LIMIT_VDBE_OP on the world's schema
+#: (one the kernel's untyped shadow schema compiled within the limit); it failed, the
+#: step goes on.
+_ENGINE_ERRORS = (sqlite3.Error, sqlite3.Warning, ValueError, MemoryError)
 #: Composed discrete actions kept per world (task x action; the whole grammar of one task
 #: is 3,780 actions).
 _COMPOSE_CACHE_SIZE = 1 << 16
