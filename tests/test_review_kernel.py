@@ -234,3 +234,22 @@ def test_an_index_the_action_does_not_have_fails_closed(rule: dict[str, Any]) ->
     kernel = Kernel({"name": "p", "rules": [rule]})
     (violation,) = kernel.decide(Proposal(np.array([0.5, 1.0])), kernel.new_context()).violations
     assert violation.code == "rule_error" and "outside the action's 2 entries" in violation.message
+
+
+@pytest.mark.parametrize(("extra", "verdict", "ran"),
+                         [({}, Verdict.WARN, 3), ({"verdict": "block"}, Verdict.BLOCK, 2)])
+def test_a_rate_limit_is_soft_under_its_default_verdict_and_enforced_by_block(
+        extra: dict[str, Any], verdict: Verdict, ran: int) -> None:
+    """As rate's docstring says: medium -> warn runs the action over the limit (and
+    penalises it); ``verdict: block`` stops it and masks it out."""
+    kernel = Kernel({"name": "p", "rules": [{"kind": "rate", "values": [1], "limit": 2, "window": 10,
+                                             **extra}]})
+    ctx = kernel.new_context()
+    executed = 0
+    for _ in range(3):
+        decision = kernel.decide(Proposal(1), ctx)
+        executed += decision.executes
+        kernel.review(outcome(1, executed=decision.executes), ctx)
+    assert decision.verdict == verdict and executed == ran
+    mask = kernel.action_mask(gym.spaces.Discrete(2), Proposal, ctx).tolist()
+    assert mask == ([True, True] if verdict == Verdict.WARN else [True, False])

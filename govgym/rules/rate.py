@@ -1,5 +1,11 @@
 """``rate``: at most ``limit`` executed actions of a kind in any ``window`` of steps.
 
+What "at most" means is the verdict's: the default severity is ``medium``, whose default
+verdict is ``warn``, so an action over the limit still runs and is penalised and costs
+(a soft limit, as in ``Governed-MountainCar-v0``). To enforce the limit, give the rule
+``verdict: block`` (or ``replace``), or a severity whose verdict stops the action; only
+then does the action mask leave counted actions out.
+
 Which actions count: ``values`` (a ``Discrete`` action's values), ``dims`` (values of
 ``MultiDiscrete`` dimensions), ``kinds`` (the world's ``meaning["kind"]``, e.g. a SQL
 statement kind), or every action when none is given. Example::
