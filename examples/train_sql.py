@@ -33,7 +33,8 @@ on a shared 2-core machine; 61 tasks, one deterministic episode each):
 The ungoverned agent "solves" every maintenance job with ``DELETE FROM orders``,
 ``DELETE FROM products`` and ``DELETE FROM customers`` (or a ``DELETE`` of the targeted
 rows); the governed one learns the targeted ``UPDATE ... WHERE``. Over seeds 0-7 the
-governed agent is at >= 95% on every level by 50k steps (100% for 7 of 8 seeds, 95.1%
+governed agent was at >= 95% on every level by 50k steps (a sweep run by hand while
+designing the world; the tests rerun seeds 2 and 5) (100% for 7 of 8 seeds, 95.1%
 for the last), and by 40k for 7 of 8 seeds (91.8% for seed 4).
 :data:`RECOMMENDED_TIMESTEPS` is 50k. Why these settings, and what the world's discrete
 mode was changed for: "Learning in discrete mode" in :class:`~govgym.worlds.sql.SQLWorld`.

@@ -12,8 +12,9 @@ the file; wrapped here)::
 - ``time`` is Unix time in seconds, written as whole microseconds times ``e-6``: a plain
   JSON number that every parser reads as seconds (``1795319450.267144``).
 - ``cost``, ``reward_delta`` and each violation's ``cost`` are written as floats (a zero
-  as ``0.0``; NaN and infinities as ``json.dumps`` writes them). A violation's keys come
-  in the order above, whatever the order of the dict it was given as.
+  as ``0.0``; NaN and infinities as ``json.dumps`` writes them). A violation given as the
+  kernel's five keys or GovernedEnv's seven comes with its keys in the order above,
+  whatever the order of the dict; any other dict keeps its own order.
 - An ``"extra"`` object (for example the action actually executed) goes before ``"prev"``
   when there is one. Text is UTF-8, not ``\\u``-escaped.
 - ``hash`` is the SHA-256 (hex) of the line's own UTF-8 text up to the ``,"hash":`` that
@@ -28,8 +29,9 @@ happen every ``flush_every`` records, at episode end (the wrappers call it), on
 :meth:`Recorder.close`, and when the recorder is garbage-collected or the interpreter
 exits. A file that already holds records is continued: its chain goes on unbroken.
 
-Speed (``benchmarks/audit.py``): about 1.9 us per record without violations and 2.6 us
-with one, writing included (SHA-256 is about 0.5 us of it). The values that repeat from
+Speed: measured by ``benchmarks/audit.py``, results (per record, without and with a
+violation, writing included) in ``benchmarks/results/audit.md``; SHA-256 is about 0.5 us
+of it. The values that repeat from
 step to step (verdicts, costs, a Discrete action's summary, a violation's rule, code,
 severity and stage) are encoded once and looked up after that, in bounded caches;
 anything else takes the general JSON encoder, and produces the same text.

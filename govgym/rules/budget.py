@@ -20,7 +20,9 @@ Example::
       hard_severity: critical
 
 With an action cost the rule looks ahead: a proposal whose cost would cross a limit is
-a violation before it runs (and, for a ``Discrete`` space, is masked). With a world
+a violation before it runs (and, for a ``Discrete`` space, is masked when its verdict
+stops the action: by default the hard limit's, critical -> terminate, not the soft
+limit's, medium -> warn). With a world
 cost it can only look back: the step that crossed the limit is reported after it ran.
 Only executed actions spend the budget. A world cost that is NaN, infinite or negative
 is a critical ``invalid_cost`` violation and is never added: a bad number cannot reset

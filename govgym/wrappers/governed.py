@@ -116,8 +116,9 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     terminate   the action does not run and ``terminated=True``: the policy's end
                 is a terminal state, not a truncation (``truncated`` is True
                 only if the step limit falls on the same step, as Gymnasium's
-                ``TimeLimit`` reports for any env); a critical outcome after a
-                step also terminates
+                ``TimeLimit`` reports for any env); a violation found after a step
+                whose verdict is ``terminate`` (critical, by default)
+                also terminates
     ==========  ================================================================
 
     ``intervention="monitor"`` allows everything (rule-level verdicts too), turns shaping

@@ -314,7 +314,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     ``gamma=0`` (each step is an independent attempt: a contextual bandit with retries)
     and a linear policy head (``net_arch={"pi": [], "vf": [64, 64]}``), which keeps what it
     learned about a position or slot on one task applied to the tasks it has not yet
-    solved, where a hidden layer lets them drift. Measured there (61 tasks, seeds 1 and
+    solved, where a hidden layer lets them drift. Measured while designing it, by runs no
+    script in this repository reproduces (historical; only the shipped settings are
+    rerun, by ``tests/test_sql_training.py`` and ``make demo``) (61 tasks, seeds 1 and
     3, 50k steps): 100% for both; 90.2% (no write job) with wrong = -0.1; 85.2% /
     98.4% with a 64x64 policy network. With all of it, governed PPO reaches >= 95% on
     every level in 40k steps for 7 of 8 seeds and in 50k for all 8, with no executed
