@@ -14,7 +14,6 @@ with the file, the line, the rule and the field, and nothing of a bad policy is 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from os import PathLike
@@ -327,7 +326,9 @@ def _parse_rule(i: int, entry: Any, problems: _Problems) -> RuleConfig | None:
         problems.add((*at, "severity"), str(exc), name)
         severity, ok = cls.default_severity, False
     cost = entry.get("cost", 1.0)
-    if not _is_cost(cost):
+    try:
+        check_cost(cost, "cost")  # the one cost check, as RuleConfig and Violation use it
+    except ValueError:
         problems.add((*at, "cost"),
                      f"cost must be a finite number >= 0 and <= {MAX_COST:g}, got {_short(cost)}", name)
         ok = False
@@ -358,15 +359,6 @@ def _parse_rule(i: int, entry: Any, problems: _Problems) -> RuleConfig | None:
     if not ok or name is None:
         return None
     return RuleConfig(kind, name, severity, float(cost), params, verdict, str(entry.get("description") or ""))
-
-
-def _is_cost(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value) and 0 <= value <= MAX_COST
-    except OverflowError:  # an int beyond any float
-        return False
 
 
 def _short(value: Any) -> str:

@@ -82,10 +82,7 @@ def dims_mask(space: Any, dims: dict[int, frozenset[int]],
     ``ranges`` (by ``index``, negative from the end) masked out."""
     nvec = np.asarray(space.nvec).reshape(-1)
     start = np.broadcast_to(np.asarray(getattr(space, "start", 0)).reshape(-1), nvec.shape)
-    by_dim: dict[int, list[Range]] = {}
-    for r in ranges:
-        if -nvec.size <= r.index < nvec.size:
-            by_dim.setdefault(r.index % nvec.size, []).append(r)
+    by_dim = _by_entry(ranges, nvec.size)
     parts = []
     for dim, n in enumerate(nvec):
         n, first = int(n), int(start[dim])  # Python ints: a huge banned value cannot overflow
@@ -99,6 +96,17 @@ def dims_mask(space: Any, dims: dict[int, frozenset[int]],
                     part[offset] = False
         parts.append(part)
     return np.concatenate(parts)
+
+
+def _by_entry(ranges: Sequence[Range], size: int) -> dict[int, list[Range]]:
+    """The ranges that address each entry of a flat action of ``size`` entries, by the
+    entry's index (a negative ``index`` counts from the end; one the action lacks is left
+    out, as :func:`entry` reports it when the action is checked)."""
+    grouped: dict[int, list[Range]] = {}
+    for r in ranges:
+        if -size <= r.index < size:
+            grouped.setdefault(r.index % size, []).append(r)
+    return grouped
 
 
 def entry(flat: np.ndarray, index: int, what: str) -> Any:
@@ -173,11 +181,7 @@ class ForbiddenActions(Rule):
         result = flat.astype(dtype)
         lows = _space_bound(space, "low", -np.inf, flat.size)
         highs = _space_bound(space, "high", np.inf, flat.size)
-        by_entry: dict[int, list[Range]] = {}
-        for r in self._ranges:
-            if -flat.size <= r.index < flat.size:
-                by_entry.setdefault(r.index % flat.size, []).append(r)
-        for i, ranges in by_entry.items():
+        for i, ranges in _by_entry(self._ranges, flat.size).items():
             a = float(flat[i])
             if a != a:
                 return None  # NaN: no nearer value
