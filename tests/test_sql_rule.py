@@ -297,7 +297,7 @@ def test_amplifiers_may_be_listed_and_the_engine_bounds_them(conn: sqlite3.Conne
     guard = rule.make_guard()
     guard.install(conn)
     assert run(conn, guard, bomb) == ([(None,)], None, None)  # over SQLITE_LIMIT_LENGTH: NULL
-    _, error, _ = run(conn, guard, "SELECT replace(printf('%.*c', 900000, 'x'), 'x', 'yy')")
+    _, error, _ = run(conn, guard, "SELECT replace(printf('%.*c', 4000, 'x'), 'x', 'yy')")
     assert error == "string or blob too big"
 
 
@@ -381,7 +381,7 @@ def test_engine_guard_keeps_the_worlds_bookkeeping(conn: sqlite3.Connection, wri
         conn.execute("PRAGMA database_list").fetchall()
     guard.after()
     assert conn.getlimit(sqlite3.SQLITE_LIMIT_ATTACHED) == 0  # no attached database, whoever asks
-    assert conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) == 1_000_000
+    assert conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) == 4096  # max_value_length
 
 
 def test_engine_row_cap_triggers_abort_and_roll_back(conn: sqlite3.Connection, writes: SQL) -> None:
@@ -524,7 +524,8 @@ def test_check_sql_reports_verdict_violations_statement_and_engine() -> None:
     assert report["verdict"] == "allow" and report["violations"] == []
     assert report["statement"]["kind"] == "select" and report["statement"]["reads"] == ["customers.city"]
     assert report["engine"] == {"denied": False, "reasons": [],
-                                "runtime_limits": {"max_rows_changed": 0, "vm_steps": 5_000_000}}
+                                "runtime_limits": {"max_rows_changed": 0, "vm_steps": 5_000_000,
+                                                   "seconds": 1.0}}
     report = check_sql("SELECT lower(email) FROM customers ORDER BY ssn")
     assert report["verdict"] == "terminate" and [v["code"] for v in report["violations"]] == ["pii_read"]
     assert report["engine"]["denied"] and len(report["engine"]["reasons"]) == 2
@@ -545,3 +546,34 @@ def test_verdicts_of_the_two_profiles() -> None:
     assert writes.decide(drop, writes.new_context()).verdict == Verdict.BLOCK
     soft = Proposal("SELECT count(*) FROM orders, customers")
     assert writes.decide(soft, writes.new_context()).verdict == Verdict.WARN
+
+
+def test_the_guard_keeps_temporary_data_in_memory_and_caps_database_growth(
+        conn: sqlite3.Connection, writes: SQL) -> None:
+    """A sort of large rows spilled hundreds of MB to temporary files on disk, which no
+    damage counter saw; the guard puts them in memory and caps the database's growth."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    guard = writes.make_guard()
+    guard.install(conn)
+    conn.set_authorizer(None)  # the world's own view, to read the settings and fill the file
+    assert conn.execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY
+    limit = conn.execute("PRAGMA max_page_count").fetchone()[0]
+    assert limit == pages + max(3 * pages, (8 << 20) // 4096)
+    conn.execute("CREATE TABLE filler (b BLOB)")
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+        for _ in range(limit):
+            conn.execute("INSERT INTO filler VALUES (zeroblob(4000))")
+    assert conn.execute("PRAGMA page_count").fetchone()[0] <= limit
+
+
+def test_check_sql_reports_a_statement_too_big_to_compile() -> None:
+    """Was a crash: past SQLite's VDBE-op limit, compiling raises MemoryError."""
+    def chain(name: str) -> str:
+        return "+".join([name] * 9)
+
+    sql = (f"WITH a(x) AS (SELECT {chain('amount')} FROM orders), b(y) AS (SELECT {chain('x')} "
+           f"FROM a), c(z) AS (SELECT {chain('y')} FROM b) SELECT {chain('z')} FROM c")
+    report = check_sql(sql, WRITES)
+    assert report["verdict"] == "block"
+    assert [(v["code"], v["message"]) for v in report["violations"]] == [
+        ("syntax_error", "does not compile: MemoryError")]

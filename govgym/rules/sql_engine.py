@@ -37,6 +37,7 @@ import math
 import re
 import sqlite3
 import threading
+import time
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ DANGEROUS_FUNCTIONS: frozenset[str] = NEVER_FUNCTIONS | {
 #: that a statement over a limit fails in the kernel too). Attaching is impossible.
 ENGINE_LIMITS: Mapping[int, int] = {
     sqlite3.SQLITE_LIMIT_ATTACHED: 0,
-    sqlite3.SQLITE_LIMIT_LENGTH: 1_000_000,
+    sqlite3.SQLITE_LIMIT_LENGTH: 4096,  # the sql rule's max_value_length
     sqlite3.SQLITE_LIMIT_SQL_LENGTH: 16_384,
     sqlite3.SQLITE_LIMIT_COLUMN: 200,
     sqlite3.SQLITE_LIMIT_EXPR_DEPTH: 100,
@@ -192,6 +193,7 @@ class CompiledPolicy:
     recursive: bool = False
     max_rows_changed: int = 100
     vm_steps: int = 5_000_000
+    seconds: float = 1.0
     limits: Mapping[int, int] = field(default_factory=lambda: dict(ENGINE_LIMITS))
     readable: Mapping[str, frozenset[str]] = field(init=False, repr=False, compare=False)
 
@@ -591,7 +593,7 @@ class ShadowClassifier:
             try:
                 plan = self._conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
                 error = None
-            except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError) as exc:
+            except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError, MemoryError) as exc:
                 plan, error = [], str(exc) or type(exc).__name__
             return plan, error, self._log, self._refused
 
@@ -749,6 +751,9 @@ class SQLEngineGuard:
         self._other_tables: frozenset[str] = frozenset()
         self._trigger_sql: tuple[str, ...] = ()
         self._deadline = math.inf
+        self._time_deadline = math.inf
+        #: what stopped the last interrupted statement: ``"steps"`` or ``"time"``
+        self.interrupted_by: str | None = None
         self._in_statement = False
         self._own_work = False
         self._changes_before = 0
@@ -762,11 +767,18 @@ class SQLEngineGuard:
     def install(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._in_statement = False
-        self._deadline = math.inf
+        self._deadline = self._time_deadline = math.inf
         self._own_work = True  # in case this guard's authorizer is already on ``conn``
         try:
             for limit, value in self.policy.limits.items():
                 conn.setlimit(limit, value)
+            # sorts and temporary tables in memory, not in files on disk; the database may
+            # grow by 4x or 8 MiB, whichever is more, per connection (one per episode)
+            conn.execute("PRAGMA temp_store = MEMORY")
+            pages, page_size = (conn.execute(f"PRAGMA {name}").fetchone()[0]
+                                for name in ("page_count", "page_size"))
+            growth = max(3 * pages, (8 << 20) // max(int(page_size), 512))
+            conn.execute(f"PRAGMA max_page_count = {int(pages) + growth}")
             self._learn_schema(conn)
         finally:
             self._own_work = False
@@ -828,7 +840,13 @@ class SQLEngineGuard:
 
     def _tick(self) -> int:
         self.instructions += self.tick
-        return int(self.instructions > self._deadline)
+        if self.instructions > self._deadline:
+            self.interrupted_by = "steps"
+            return 1
+        if time.monotonic() > self._time_deadline:  # one VM step can be slow (LIKE, ||)
+            self.interrupted_by = "time"
+            return 1
+        return 0
 
     def _authorize(self, code: int, arg1: str | None, arg2: str | None, db: str | None,
                    source: str | None) -> int:
@@ -854,6 +872,7 @@ class SQLEngineGuard:
         conn = self._conn
         self._in_statement = True
         self.last_denials = []
+        self.interrupted_by = None
         self._changed.clear()
         writing = self._written_by.get(sql)
         if writing is None:
@@ -863,12 +882,14 @@ class SQLEngineGuard:
         self._writing = writing
         if conn is None:
             self._deadline = self.instructions + self.policy.vm_steps
+            self._time_deadline = time.monotonic() + self.policy.seconds
             return
         lowered = sql.lower()
         if self._trigger_sql and any(word in lowered for word in _ROW_CHANGING_WORDS):
             self._ensure_triggers(conn)
         self._changes_before = conn.total_changes
         self._deadline = self.instructions + self.policy.vm_steps
+        self._time_deadline = time.monotonic() + self.policy.seconds
         if "using" in lowered or "natural" in lowered:  # see needs_program_check
             self._check_program(conn, sql)
 
@@ -888,7 +909,7 @@ class SQLEngineGuard:
     def after(self) -> str | None:
         """The statement ended. A message (``"not authorized: ..."``) if it broke the cap."""
         self._in_statement = False
-        self._deadline = math.inf
+        self._deadline = self._time_deadline = math.inf
         if self._conn is None:
             return None
         changed = self._conn.total_changes - self._changes_before
