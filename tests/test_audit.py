@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -333,7 +334,7 @@ def test_a_world_meaning_is_recorded_as_json_values_not_reprs(tmp_path: Path) ->
     assert summary["write"] is True and summary["vector"] == [0, 1, 2]
     assert summary["parts"]["verb"] == "count" and summary["parts"]["value"] == 2
     assert isinstance(summary["parts"]["deep"], str)  # one level of mapping, then text
-    assert len(summary["long"]) <= 257 and summary["other"] == repr(object)
+    assert summary["long"] == "x" * 1000 and summary["other"] == repr(object)
     json.dumps(summary)  # all of it is JSON
 
     path = tmp_path / "sql.jsonl"
@@ -347,6 +348,25 @@ def test_a_world_meaning_is_recorded_as_json_values_not_reprs(tmp_path: Path) ->
     assert record["proposal"]["action"] == gold.tolist()
     assert meaning["sql"] == "SELECT COUNT(*) FROM orders"
     assert meaning["level"] == 0 and meaning["parts"]["verb"] == "count"
+
+
+def test_a_long_statement_is_recorded_whole_and_a_cut_one_says_so(tmp_path: Path) -> None:
+    """Was a bug (red-team): the record cut SQL at 256 characters with a bare '…', so a
+    statement padded with a comment hid its real predicate from the audit log."""
+    sql = "SELECT id FROM orders WHERE id = 1 /*" + " " * 300 + "*/ OR id BETWEEN 2 AND 240"
+    path = tmp_path / "text.jsonl"
+    env = gym.make("Governed-SQL-v0", audit_path=str(path), world_kwargs={"action_mode": "text"})
+    env.reset(seed=0)
+    env.step(sql)
+    env.step("SELECT 1 -- " + "y" * 5000)  # over the statement limit and the record's
+    env.close()
+    first, second = read(path).records
+    assert first["proposal"]["action"] == sql and first["proposal"]["meaning"]["sql"] == sql
+    cut = second["proposal"]["action"]
+    full = "SELECT 1 -- " + "y" * 5000
+    assert cut.startswith(full[:4096]) and len(cut) < len(full)
+    digest = hashlib.sha256(full.encode()).hexdigest()[:16]
+    assert cut[4096:] == f"…[cut: {len(full)} chars, sha256 {digest}]"
 
 
 class ImageAction(gym.Env):

@@ -62,7 +62,8 @@ except ImportError:  # Windows: no advisory lock
 __all__ = ["GENESIS", "Recorder", "summarize_action", "summarize_meaning"]
 
 GENESIS = "0" * 64
-_MAX_SUMMARY = 256  # characters of a summarised string
+_MAX_TEXT = 4096  # characters of a string kept (the SQL rule's default max_length)
+_MAX_SUMMARY = 256  # characters of the repr of any other value
 _MAX_VALUES = 64  # numbers of a summarised array
 _CACHE_LIMIT = 4096  # entries per cache of encoded values; past it, encode every time
 _WRITE_LINES = 128  # lines per write() call when flushing
@@ -76,7 +77,12 @@ def summarize_action(action: Any) -> Any:
     Bounded: an array of at most 64 values is kept whole, with its shape (a 2-D action
     is a list of rows); a larger one becomes its first 64 values in C order followed by
     a string that gives the number of values and the shape. Other values are kept as
-    their ``repr``, cut at 256 characters.
+    their ``repr``, cut at 256 characters; a string is cut at 4,096. A cut string ends
+    with a marker that gives its full length and the start of its SHA-256, so a record
+    never looks complete when it is not and the full text can be matched afterwards:
+
+    >>> summarize_action("x" * 5000)[4096:]
+    '…[cut: 5000 chars, sha256 c59d3c0480cc2d71]'
 
     >>> import numpy as np
     >>> summarize_action(np.array([[1, 2], [3, 4]]))
@@ -91,7 +97,7 @@ def summarize_action(action: Any) -> Any:
     if action is None:
         return None
     if isinstance(action, str):
-        return action if len(action) <= _MAX_SUMMARY else action[:_MAX_SUMMARY] + "…"
+        return action if len(action) <= _MAX_TEXT else _cut(action, _MAX_TEXT)
     tolist = getattr(action, "tolist", None)
     if tolist is not None:
         size = getattr(action, "size", None)  # NumPy's; torch's is a method
@@ -112,14 +118,21 @@ def summarize_action(action: Any) -> Any:
         if array is not None and array.dtype.kind in "biuf":
             return summarize_action(array)
     text = repr(action)
-    return text if len(text) <= _MAX_SUMMARY else text[:_MAX_SUMMARY] + "…"
+    return text if len(text) <= _MAX_SUMMARY else _cut(text, _MAX_SUMMARY)
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut at ``limit`` characters, marked with its length and SHA-256 prefix."""
+    digest = sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{text[:limit]}…[cut: {len(text)} chars, sha256 {digest}]"
 
 
 def summarize_meaning(meaning: Mapping[str, Any]) -> dict[str, Any]:
     """A bounded, JSON-ready copy of what a world says an action means (``describe``):
-    strings truncated, numbers, booleans and ``None`` as they are, a mapping of such
-    values kept a mapping (at most 32 keys), arrays and sequences as
-    :func:`summarize_action` gives them, anything else as its truncated ``repr``.
+    strings cut at 4,096 characters (marked as :func:`summarize_action` marks them);
+    numbers, booleans and ``None`` as they are; a mapping of such values kept a mapping
+    (at most 32 keys); arrays and sequences as :func:`summarize_action` gives them;
+    anything else as its ``repr``, cut at 256 characters.
     """
     return {str(key): _meaning_value(value, nested=True) for key, value in meaning.items()}
 
@@ -128,7 +141,7 @@ def _meaning_value(value: Any, nested: bool) -> Any:
     if value is None or type(value) in (bool, int, float):
         return value
     if isinstance(value, str):
-        return value if len(value) <= _MAX_SUMMARY else value[:_MAX_SUMMARY] + "…"
+        return value if len(value) <= _MAX_TEXT else _cut(value, _MAX_TEXT)
     if getattr(value, "shape", None) == () and hasattr(value, "item"):  # a NumPy scalar
         return _meaning_value(value.item(), nested)
     if isinstance(value, bool | int | float):  # subclasses: IntEnum, ...
@@ -140,7 +153,7 @@ def _meaning_value(value: Any, nested: bool) -> Any:
     if isinstance(value, list | tuple) or hasattr(value, "tolist"):
         return summarize_action(value)
     text = repr(value)
-    return text if len(text) <= _MAX_SUMMARY else text[:_MAX_SUMMARY] + "…"
+    return text if len(text) <= _MAX_SUMMARY else _cut(text, _MAX_SUMMARY)
 
 
 def _last_record(path: Path) -> tuple[int, str]:
