@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from govgym.audit import GENESIS, Recorder, read, summarize, summarize_meaning
+from govgym.cli import main
 
 
 def write_log(path: Path, n: int = 5, run_id: str = "t") -> None:
@@ -411,3 +412,39 @@ def test_a_large_action_and_meaning_are_recorded_bounded(tmp_path: Path) -> None
         assert record["proposal"]["action"] == grid
     small = np.arange(6).reshape(2, 3)
     assert summarize_meaning({"m": small})["m"] == [[0, 1, 2], [3, 4, 5]]  # small: kept whole
+
+
+@pytest.mark.parametrize("junk, where", [
+    ("hello, not a record", 2),  # text in the middle
+    ("hello, not a record", 0),  # text before the first record
+    ('{"seq":7,"time":1.0,"ru', 2),  # a cut-off record, but not the one a crash would write
+])
+def test_a_line_no_crash_leaves_breaks_the_chain(tmp_path: Path, junk: str, where: int) -> None:
+    """Was a bug: every unreadable line counted as torn by a crash, so text inserted
+    anywhere in a log verified as ok (`govgym audit verify` exited 0)."""
+    path = tmp_path / "a.jsonl"
+    write_log(path, n=4)
+    lines = path.read_text().splitlines()
+    lines.insert(where, junk)
+    path.write_text("\n".join(lines) + "\n")
+    log = read(path)
+    assert not log.ok and log.first_broken == where + 1 and not log.torn
+    assert len(log.records) == where and "crash" in (log.problem or "")
+    assert main(["audit", "verify", str(path)]) == 1
+
+
+def test_a_crash_in_the_middle_then_a_resumed_recorder_verifies(tmp_path: Path) -> None:
+    """The honest case beside the one above: a crash cuts the record being written,
+    a recorder opened afterwards goes on from the last complete record."""
+    path = tmp_path / "a.jsonl"
+    with Recorder(path, run_id="first") as rec:
+        for step in range(3):
+            rec.append(0, step, [step], "allow")
+    data = path.read_bytes()
+    path.write_bytes(data[:data.rfind(b'"run"')])  # the third record cut after its seq
+    with Recorder(path, run_id="second") as rec:
+        rec.append(1, 0, [0], "allow")
+    log = read(path)
+    assert log.ok and log.torn == [3] and [r["seq"] for r in log.records] == [0, 1, 2]
+    assert [r["run"] for r in log.records] == ["first", "first", "second"]
+    assert main(["audit", "verify", str(path)]) == 0

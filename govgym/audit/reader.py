@@ -26,7 +26,11 @@ class AuditLog:
     ``first_broken`` is the 1-based line of the first record that does not (``None``
     when the chain holds) and ``problem`` says why. ``torn`` lists lines that were cut
     off by a crash mid-write: reported, but not a broken chain, as long as the chain
-    resumes unbroken after them (a torn last line is the usual case). ``lines`` holds the
+    resumes unbroken after them (a torn last line is the usual case; a recorder opened
+    on the file afterwards goes on from the last complete record). A line can only be
+    torn if it is what a crash leaves: the start of the record that came next (its
+    sequence number, when written, is the next one). Any other unreadable line after
+    the first record breaks the chain: text inserted into a log is tampering. ``lines`` holds the
     1-based line of each record in ``records``. ``not_a_log`` is True for a file with
     content but no record, nor the start of one (binary data, some other text): not an
     audit log, so ``ok`` is False and ``first_broken`` is its first such line; an empty
@@ -70,12 +74,36 @@ def _starts_like_a_record(raw: bytes) -> bool:
     return _RECORD_START.startswith(raw[:len(_RECORD_START)])
 
 
+_TORN_SEQ = re.compile(rb'\{"seq":(-?\d+)[,}]')
+
+
+def _not_a_crash(raw: bytes, expected_seq: int | None) -> str | None:
+    """Why ``raw`` (a line that is neither JSON nor a record) cannot be what a crash
+    left of the next record; ``None`` when it can be. A crash leaves a prefix of the
+    record being written: it starts like a record and, when its sequence number was
+    written, that is the number the next record would have had."""
+    if not _starts_like_a_record(raw):
+        return ("a line that is neither a record nor what a crash leaves of one "
+                "(text inserted into the log)")
+    seq = _TORN_SEQ.match(raw)
+    if seq and expected_seq is not None and int(seq.group(1)) != expected_seq:
+        return (f"a cut-off record with sequence number {int(seq.group(1))}, expected "
+                f"{expected_seq}: not the record a crash would have been writing")
+    return None
+
+
 def _no_records(log: AuditLog, raw_lines: list[bytes]) -> AuditLog:
-    """``log`` unless it holds no record and a line that is not the start of one either
-    (a recorder that crashed in its first write leaves only such a start)."""
+    """``log`` unless it holds a line that is not the start of a record (a recorder that
+    crashed in its first write leaves only such a start): with no record, the file is
+    not an audit log; with records, the line was inserted and breaks the chain."""
     junk = [n for n in log.torn if not _starts_like_a_record(raw_lines[n - 1])]
-    if log.records or not junk:
+    if not junk:
         return log
+    if log.records:  # text before the first record: inserted, as anywhere else
+        kept = sum(1 for line in log.lines if line < junk[0])
+        del log.records[kept:], log.lines[kept:]
+        log.torn = [n for n in log.torn if n < junk[0]]
+        return _break(log, junk[0], _not_a_crash(raw_lines[junk[0] - 1], None) or "")
     log.torn = []
     log.not_a_log = True
     return _break(log, junk[0], "not an audit log: the file holds no audit records "
@@ -109,9 +137,12 @@ def read(path: str | os.PathLike[str]) -> AuditLog:
         except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
             line, record = "", None
         match = _TAIL.search(line)
-        if record is None and match is None:  # what a crash mid-write leaves
-            log.torn.append(number)
-            continue
+        if record is None and match is None:  # what a crash mid-write leaves, or junk
+            problem = _not_a_crash(raw, expected_seq)
+            if problem is None or not log.records:  # junk before any record: _no_records
+                log.torn.append(number)
+                continue
+            return _break(log, number, problem)
         if not isinstance(record, dict) or match is None:  # no crash leaves a whole line like this
             return _break(log, number, "a complete line that is not a hash-chained record "
                                        "(a record rewritten without its hash, or inserted)")
