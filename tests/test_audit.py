@@ -203,8 +203,6 @@ CASES: list[tuple[dict[str, Any], dict[str, Any]]] = [
 @pytest.mark.parametrize("kwargs, expected", CASES)
 def test_values_read_back_as_appended(tmp_path: Path, kwargs: dict[str, Any],
                                       expected: dict[str, Any]) -> None:
-    import math
-
     path = tmp_path / "a.jsonl"
     with Recorder(path, run_id="r") as rec:
         rec.append(episode=1, step=2, **kwargs)
@@ -223,8 +221,32 @@ def test_values_read_back_as_appended(tmp_path: Path, kwargs: dict[str, Any],
         assert record["agent"] == kwargs.get("agent")
         for key, value in expected.items():
             assert exactly(record[key]) == exactly(value), key
-        if kwargs.get("reward_delta") != kwargs.get("reward_delta"):  # NaN
-            assert math.isnan(record["reward_delta"]) and '"cost":0.0,' in first
+        if kwargs.get("reward_delta") != kwargs.get("reward_delta"):  # NaN, as strict JSON
+            assert record["reward_delta"] == "NaN" and '"cost":0.0,' in first
+
+
+def test_every_record_is_strict_json(tmp_path: Path) -> None:
+    """Was a bug: NaN and infinities were written as the bare tokens NaN / Infinity (not
+    JSON: jq and most parsers reject the line), and an int too long to print (a world's
+    describe() can return one) made append raise, losing the record."""
+    path = tmp_path / "a.jsonl"
+    with Recorder(path, run_id="r") as rec:
+        rec.append(0, 0, {"action": np.array([np.nan, 1.0]), "meaning": {"v": np.inf}},
+                   "allow", reward_delta=float("-inf"))
+        rec.append(0, 1, {"action": [1], "meaning": {"big": 10**5000}}, "allow")
+        rec.append(0, 2, [0], "allow")
+
+    def no_constants(token: str) -> Any:
+        raise AssertionError(f"not strict JSON: {token}")
+
+    for line in lines_of(path):
+        json.loads(line, parse_constant=no_constants)
+    log = read(path)
+    assert log.ok and [r["step"] for r in log.records] == [0, 1, 2]
+    first, second, _ = log.records
+    assert first["proposal"] == {"action": ["NaN", 1.0], "meaning": {"v": "Infinity"}}
+    assert first["reward_delta"] == "-Infinity"
+    assert second["proposal"]["meaning"]["big"] == f"<int of {(10**5000).bit_length()} bits>"
 
 
 def test_unusual_types_take_the_general_path_and_write_the_same_text(tmp_path: Path) -> None:

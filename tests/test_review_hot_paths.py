@@ -41,8 +41,10 @@ _V5 = ["rule", "code", "severity", "cost", "message"]
 _TEXT_FIELDS = ("rule", "code", "severity", "message")
 
 
-def _ref_number(value: Any) -> float:
+def _ref_number(value: Any) -> float | str:
     number = float(value)
+    if number - number != 0.0:  # strict JSON: a non-finite number as json.dumps spells it
+        return json.dumps(number)
     return 0.0 if number == 0.0 else number
 
 
@@ -53,8 +55,8 @@ def _ref_violation(v: dict[str, Any]) -> dict[str, Any]:
         order = _V7
     elif texts and set(v) == set(_V5):
         order = _V5
-    else:
-        return v
+    else:  # as it is, strict JSON: a non-finite float as a string
+        return {k: json.dumps(x) if isinstance(x, float) and x - x != 0.0 else x for k, x in v.items()}
     return {k: _ref_number(v[k]) if k == "cost" else v[k] for k in order}
 
 

@@ -12,9 +12,12 @@ the file; wrapped here)::
 - ``time`` is Unix time in seconds, written as whole microseconds times ``e-6``: a plain
   JSON number that every parser reads as seconds (``1795319450.267144``).
 - ``cost``, ``reward_delta`` and each violation's ``cost`` are written as floats (a zero
-  as ``0.0``; NaN and infinities as ``json.dumps`` writes them). A violation given as the
+  as ``0.0``). A violation given as the
   kernel's five keys or GovernedEnv's seven comes with its keys in the order above,
   whatever the order of the dict; any other dict keeps its own order.
+- Every line is strict JSON (RFC 8259), readable by any tool: a NaN or an infinity
+  anywhere is written as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``, an
+  int too long to print as ``"<int of N bits>"``.
 - An ``"extra"`` object (for example the action actually executed) goes before ``"prev"``
   when there is one. Text is UTF-8, not ``\\u``-escaped.
 - ``hash`` is the SHA-256 (hex) of the line's own UTF-8 text up to the ``,"hash":`` that
@@ -196,23 +199,53 @@ def _make_encode() -> Any:
 
     # markers=None: no cycle check per container (the check costs a new encoder per call);
     # a circular value ends in RecursionError instead, turned into the ValueError here
-    encoder = c_make_encoder(None, _default, encode_basestring, None, ":", ",", False, False, True)
+    # allow_nan=False: a record is strict JSON (RFC 8259), readable by any tool
+    encoder = c_make_encoder(None, _default, encode_basestring, None, ":", ",", False, False, False)
 
     def encode(value: Any) -> str:
         try:
             return "".join(encoder(value, 0))
         except RecursionError:
             raise ValueError("circular (or too deeply nested) value") from None
+        except ValueError:  # NaN, an infinity or an int too long to print: rarely, so slowly
+            try:
+                return "".join(encoder(_strict(value), 0))
+            except RecursionError:
+                raise ValueError("circular (or too deeply nested) value") from None
 
     return encode
+
+
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with what strict JSON cannot hold as a number written as a string:
+    ``NaN``, ``Infinity`` and ``-Infinity`` (as ``json.dumps`` would spell them) and an
+    int too long to print (Python's 4,300-digit limit) as ``"<int of N bits>"``."""
+    if isinstance(value, float):
+        return value if value - value == 0.0 else _NON_FINITE[repr(float(value))]
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            repr(value)
+        except ValueError:
+            return f"<int of {value.bit_length()} bits>"
+        return value
+    if isinstance(value, Mapping):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(item) for item in value]
+    tolist = getattr(value, "tolist", None)
+    return _strict(tolist()) if callable(tolist) else value
 
 
 _encode = _make_encode()
 
 
 def _number(value: Any) -> str:
-    """JSON text of ``float(value)``: ``0.0`` for either zero, ``NaN`` / ``Infinity`` as
-    ``json.dumps`` writes them. Raises ``TypeError`` / ``ValueError`` for a non-number."""
+    """JSON text of ``float(value)``: ``0.0`` for either zero, ``"NaN"`` / ``"Infinity"``
+    as strings (strict JSON has no such numbers). Raises ``TypeError`` / ``ValueError``
+    for a non-number."""
     try:
         number = float(value)
     except OverflowError:  # an int beyond any float
