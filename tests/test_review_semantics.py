@@ -406,14 +406,41 @@ def test_record_episode_statistics_outside_counts_blocked_steps_and_shaped_rewar
 # ======================================================================================
 
 
-def test_a_longer_limit_than_the_worlds_own_time_limit_warns() -> None:
+def test_a_time_limit_directly_beneath_is_taken_over_and_a_deeper_one_warns() -> None:
+    # gym.make's TimeLimit directly beneath: absorbed, so a longer governed limit holds
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        env = GovernedEnv(gym.make("CartPole-v1"), None, max_episode_steps=600)
+    assert not isinstance(env.env, gym.wrappers.TimeLimit) and env.max_episode_steps == 600
+    assert GovernedEnv(gym.make("CartPole-v1"), None).max_episode_steps == 500
+    env.reset(seed=0)
+    steps, terminated, truncated = 0, False, False
+    while not (terminated or truncated):  # a linear balancing controller keeps the pole up past 500
+        x, x_dot, theta, theta_dot = env.unwrapped.state
+        _, _, terminated, truncated, _ = env.step(int(x + 1.5 * x_dot + 18 * theta + 3 * theta_dot > 0))
+        steps += 1
+    assert (steps, terminated, truncated) == (600, False, True)
+    # a TimeLimit under another wrapper stays, and a longer limit than its own warns
     with pytest.warns(UserWarning, match="TimeLimit ends episodes after 500"):
-        GovernedEnv(gym.make("CartPole-v1"), None, max_episode_steps=600)
+        GovernedEnv(gym.wrappers.RecordEpisodeStatistics(gym.make("CartPole-v1")), None,
+                    max_episode_steps=600)
     env = GovernedEnv(gym.make("CartPole-v1", max_episode_steps=-1), None, max_episode_steps=600)
     env.reset(seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # CartPole's own "step after terminated" warning
         assert run_until_end(env, 0, limit=700)[:3] in {(n, True, False) for n in range(1, 600)}
+
+
+def test_the_spec_says_the_governed_limit_so_time_aware_wrappers_work() -> None:
+    env = govgym.make("CartPole-v1", policy=None)
+    assert env.spec.max_episode_steps == 500 == env.get_wrapper_attr("max_episode_steps")
+    timed = gym.wrappers.TimeAwareObservation(env)  # raised "max_episode_steps" before
+    obs, _ = timed.reset(seed=0)
+    assert obs.shape == (5,)
+    rebuilt = gym.make(env.spec)
+    assert rebuilt.spec.max_episode_steps == 500
+    assert rebuilt.get_wrapper_attr("max_episode_steps") == 500
+    assert not isinstance(rebuilt.env, gym.wrappers.TimeLimit)
 
 
 class _CostlyWorld(Grid):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from collections.abc import Mapping
 from os import PathLike, fspath
@@ -164,10 +165,14 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ``gymnasium.make``) truncates the episode after that many *governed* steps, blocked
     ones included: a world's own ``TimeLimit`` only
     counts the steps that reached it, and an agent that is always blocked must still
-    see its episode end. A longer limit than the world's own ``TimeLimit`` needs a world
-    built without one (``gym.make(id, max_episode_steps=-1)``; :func:`govgym.make` does
-    this); otherwise a warning says so. On the limit step ``truncated`` is True whatever
-    else ended the episode, exactly as Gymnasium's ``TimeLimit`` does, so a governed
+    see its episode end. A ``TimeLimit`` directly around the world (as ``gym.make``
+    puts it) is taken over: removed from the stack, its limit the default of this one,
+    so ``GovernedEnv(gym.make("CartPole-v1"), ...)`` has one limit of 500 governed steps
+    and ``env.spec.max_episode_steps`` says so. A ``TimeLimit`` deeper in the stack
+    stays; a longer limit than that one's needs a world built without it
+    (``gym.make(id, max_episode_steps=-1)``); otherwise a warning says so. On the limit
+    step ``truncated`` is True whatever else ended the episode, exactly as Gymnasium's
+    ``TimeLimit`` does, so a governed
     world built by :func:`govgym.make` and a registered id (whose limit is Gymnasium's
     ``TimeLimit`` around this wrapper) report the same flags; ``terminated`` and
     ``governance["terminated_by_policy"]`` still say that the world or the policy ended
@@ -227,6 +232,14 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             audit_path=None if audit_path is None else str(audit_path), run_id=run_id,
             flush_every=flush_every,
         )
+        if isinstance(env, gym.wrappers.TimeLimit):
+            # the world's TimeLimit directly beneath (gym.make's): absorbed, its limit this
+            # wrapper's default, so one limit counts every step and the stack is the same
+            # whether the world was built with it or not (gym.make(env.spec) rebuilds it)
+            absorbed: int | None = int(env._max_episode_steps)
+            env = env.env
+        else:
+            absorbed = None
         gym.Wrapper.__init__(self, env)
         monitor = intervention == "monitor"
         if isinstance(intervention, str) and not monitor:
@@ -249,11 +262,11 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 or (max_episode_steps < 1 and max_episode_steps != -1)):
             raise ValueError(f"max_episode_steps must be a whole number >= 1, or -1 for no limit "
                              f"(as in gymnasium.make), got {max_episode_steps!r}")
-        inner_limit = _time_limit_of(env)
+        inner_limit = absorbed if absorbed is not None else _time_limit_of(env)
         self.max_episode_steps: int | None = (
             inner_limit if max_episode_steps is None
             else None if max_episode_steps == -1 else int(max_episode_steps))
-        if inner_limit is not None and self.max_episode_steps is not None and (
+        if absorbed is None and inner_limit is not None and self.max_episode_steps is not None and (
                 self.max_episode_steps > inner_limit):
             warnings.warn(
                 f"max_episode_steps={self.max_episode_steps}, but the world's own TimeLimit ends "
@@ -606,10 +619,21 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """The env spec, as Gymnasium's wrappers give it; for a registered govgym id the
         id's own spec (this wrapper is part of its entry point, so it is not listed as an
         additional wrapper, and ``gym.make(env.spec, cost_limit=7)`` rebuilds it with the
-        change)."""
+        change). Its ``max_episode_steps`` is this wrapper's limit, which counts every
+        step, blocked ones too (the world was built without a ``TimeLimit`` by
+        :func:`govgym.make`, so Gymnasium's spec alone would say ``None`` and wrappers such
+        as ``TimeAwareObservation`` would find no limit)."""
         if self._part_of_entry_point:
             return self.env.spec
-        return super().spec
+        if self._cached_spec is not None:
+            return self._cached_spec
+        spec = super().spec
+        if spec is not None and spec.max_episode_steps is None and self.max_episode_steps is not None:
+            # gym.make(spec) then gives the world a TimeLimit of the same length: it never
+            # ends an episode before this wrapper's does, which counts blocked steps too
+            spec = dataclasses.replace(spec, max_episode_steps=self.max_episode_steps)
+            self._cached_spec = spec
+        return spec
 
     def close(self) -> None:
         if self.recorder is not None and not self.recorder.closed:
