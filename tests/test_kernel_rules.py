@@ -241,6 +241,52 @@ def test_rate_counts_only_executed_actions_in_the_window() -> None:
     assert kernel.decide(Proposal(1), ctx).clean
 
 
+def test_rate_count_proposed_counts_blocked_proposals_and_needs_the_proposal() -> None:
+    rules = [{"kind": "rate", "name": "r", "values": [1], "limit": 2, "window": 4,
+              "count": "proposed", "verdict": "block"}]
+    kernel = Kernel({"name": "p", "rules": rules})
+    ctx = kernel.new_context()
+    for step, executed in enumerate([True, False]):  # the second one was blocked: still counts
+        assert kernel.decide(Proposal(1), ctx).clean, step
+        review = Outcome((0.0,), 0.0, False, False, {}, 1 if executed else None, executed,
+                         proposal=Proposal(1))
+        assert kernel.review(review, ctx).clean
+    assert list(ctx.state["r"].times) == [0, 1]
+    assert kernel.decide(Proposal(1), ctx).verdict == Verdict.BLOCK
+    # the same steps counted by the default (executed): only the first
+    default = Kernel({"name": "p", "rules": [{**rules[0], "count": "executed"}]})
+    dctx = default.new_context()
+    for executed in (True, False):
+        default.review(Outcome((0.0,), 0.0, False, False, {}, 1 if executed else None, executed,
+                               proposal=Proposal(1)), dctx)
+    assert list(dctx.state["r"].times) == [0] and default.decide(Proposal(1), dctx).clean
+    # an outcome without its proposal: fail closed, naming what is missing, no state change
+    lost = kernel.review(outcome(action=1), ctx)
+    assert [(v.code, v.severity) for v in lost.violations] == [("rule_error", Severity.CRITICAL)]
+    assert "count: proposed needs Outcome.proposal" in lost.violations[0].message
+    assert list(ctx.state["r"].times) == [0, 1]
+    with pytest.raises(ValueError, match=r"count"):
+        Kernel({"name": "p", "rules": [{**rules[0], "count": "asked"}]})
+
+
+def test_rate_count_proposed_in_a_batch_counts_the_blocked_agents_too() -> None:
+    # agent a proposes 2 (counted, and forbidden: blocked), then agent b proposes 1
+    forbid_2 = {"kind": "forbidden_actions", "name": "f", "values": [2], "verdict": "block"}
+    rate = {"kind": "rate", "name": "r", "values": [1, 2], "limit": 1, "window": 5,
+            "verdict": "block"}
+    proposals = [Proposal(2, agent="a"), Proposal(1, agent="b")]
+    for count, b_verdict in (("executed", Verdict.ALLOW), ("proposed", Verdict.BLOCK)):
+        kernel = Kernel({"name": "p", "rules": [forbid_2, {**rate, "count": count}]})
+        decisions = kernel.decide_batch(proposals, kernel.new_context())
+        assert [d.verdict for d in decisions] == [Verdict.BLOCK, b_verdict], count
+    kernel = Kernel({"name": "p", "rules": [{**rate, "count": "proposed", "limit": 2}]})
+    ctx = kernel.new_context()
+    kernel.review_batch([Outcome((0.0,), 0.0, False, False, {}, None, False, proposal=p)
+                         for p in proposals], ctx)  # two blocked proposals in one step
+    assert list(ctx.state["r"].times) == [0, 0] and ctx.state["r"].step == 1
+    assert kernel.decide(Proposal(1), ctx).verdict == Verdict.BLOCK
+
+
 def test_rate_by_meaning_kind() -> None:
     kernel = Kernel({"name": "p", "rules": [{"kind": "rate", "kinds": ["delete"], "limit": 1,
                                              "window": 10}]})

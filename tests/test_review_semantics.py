@@ -443,6 +443,23 @@ def test_the_spec_says_the_governed_limit_so_time_aware_wrappers_work() -> None:
     assert not isinstance(rebuilt.env, gym.wrappers.TimeLimit)
 
 
+@pytest.mark.parametrize(("count", "second"), [("executed", "allow"), ("proposed", "block")])
+def test_a_rate_counting_proposals_sees_a_governed_envs_blocked_steps(count: str, second: str) -> None:
+    env = GovernedEnv(Grid(gym.spaces.Discrete(3)), {"name": "p", "rules": [
+        {"kind": "forbidden_actions", "name": "no_2", "values": [2], "verdict": "block"},
+        {"kind": "rate", "name": "asks", "values": [1, 2], "limit": 1, "window": 10,
+         "verdict": "block", "count": count}]})
+    env.reset(seed=0)
+    first = env.step(2)[4]["governance"]
+    assert first["verdict"] == "block" and first["executed_action"] is None
+    # the blocked proposal used the one slot only when proposals count: the mask says so too
+    assert env.action_masks().tolist() == [True, second == "allow", False]
+    *_, info = env.step(1)
+    assert info["governance"]["verdict"] == second
+    assert [v["code"] for v in info["governance"]["violations"]] == (
+        ["rate_exceeded"] if second == "block" else [])
+
+
 class _CostlyWorld(Grid):
     def step(self, action: Any) -> tuple[int, float, bool, bool, dict]:
         return 0, 0.0, False, False, {"cost": 0.25}

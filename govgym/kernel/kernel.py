@@ -160,8 +160,10 @@ class Kernel:
         """Decide many agents' proposals of one step, jointly, in the order given.
 
         Each proposal is judged as if the earlier ones that run as proposed (allow, warn)
-        had already run: rules see the joint action, so two agents cannot each spend the
-        last of a shared budget or the last slot of a shared rate. ``ctx`` is not
+        had already run (every earlier one, for a rule whose ``admits_all_proposals`` is
+        set, such as a ``rate`` with ``count: proposed``): rules see the joint action, so
+        two agents cannot each spend the last of a shared budget or the last slot of a
+        shared rate. ``ctx`` is not
         changed (the trial is a copy); :meth:`review_batch` after the step spends.
         """
         if not self._pre or len(proposals) <= 1:
@@ -174,8 +176,9 @@ class Kernel:
             if broken:
                 decision = self._judge([*decision.violations, *broken], "pre")
             decisions.append(decision)
-            if decision.executes:
-                for rule in self._pre:
+            executes = decision.executes
+            for rule in self._pre:
+                if executes or rule.admits_all_proposals:
                     try:
                         rule.admit(proposal, trial.state.get(rule.name))
                     except Exception as exc:

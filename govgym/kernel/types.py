@@ -159,6 +159,9 @@ class Outcome:
     executed: bool = True
     meaning: dict[str, Any] = field(default_factory=dict)
     agent: str | None = None
+    #: the proposal the step began with (``None`` when nothing judged proposals): what a
+    #: ``rate`` rule with ``count: proposed`` counts, whatever the verdict did with it
+    proposal: Proposal | None = None
 
 
 @dataclass(frozen=True, slots=True)

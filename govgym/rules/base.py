@@ -74,6 +74,9 @@ class Rule:
     default_severity: ClassVar[Severity] = Severity.MEDIUM
     checks_proposals: ClassVar[bool] = False
     reviews_outcomes: ClassVar[bool] = False
+    #: ``Kernel.decide_batch`` calls :meth:`admit` for every proposal when True, for the
+    #: ones that will run (allow, warn) when False
+    admits_all_proposals: bool = False
 
     def __init__(self, name: str, params: RuleParams, severity: Severity, cost: float) -> None:
         self.name = name
@@ -106,7 +109,8 @@ class Rule:
         return None
 
     def admit(self, proposal: Proposal, state: Any) -> None:
-        """Count, in a trial copy of ``state``, a proposal that will run in the same step,
+        """Count, in a trial copy of ``state``, a proposal that will run in the same step
+        (any proposal of the step, when ``admits_all_proposals``),
         so that the next agent's proposal in :meth:`Kernel.decide_batch` is judged with it
         (a shared budget is spent, a rate is used). Most rules keep nothing: no-op."""
 

@@ -1,4 +1,4 @@
-"""``rate``: at most ``limit`` executed actions of a kind in any ``window`` of steps.
+"""``rate``: at most ``limit`` actions of a kind in any ``window`` of steps.
 
 What "at most" means is the verdict's: the default severity is ``medium``, whose default
 verdict is ``warn``, so an action over the limit still runs and is penalised and costs
@@ -17,11 +17,22 @@ statement kind), or every action when none is given. Example::
       window: 50
       severity: medium
 
-A proposal of a counted kind is a violation when ``limit`` such actions already ran in
-the last ``window`` steps. Only executed actions count, and blocked steps still move
-the window on. While the window is full, the action mask leaves counted actions out:
-exactly for a ``Discrete`` space (the kernel judges every action), and per dimension for
-a ``MultiDiscrete`` one when the rule counts by ``dims``.
+A proposal of a counted kind is a violation when ``limit`` such actions were counted in
+the last ``window`` steps. What is counted is ``count``'s choice:
+
+- ``count: executed`` (the default): actions that reached the world, the proposal's
+  own or a replacement's. A blocked proposal is not counted, so a rule with
+  ``verdict: block`` holds the world to exactly ``limit`` actions per window.
+- ``count: proposed``: every proposal of a counted kind, whatever its verdict, blocked
+  ones included (a replaced proposal counts once, as proposed). An agent that keeps
+  asking keeps the window full: a limit on how often an agent may *ask*. It needs the
+  proposal in :class:`~govgym.kernel.types.Outcome` (``GovernedEnv`` passes it; a
+  caller of ``Kernel.review`` that leaves ``Outcome.proposal`` out gets a critical
+  ``rule_error``, not a silent count of nothing).
+
+Blocked steps move the window on either way. While the window is full, the action mask
+leaves counted actions out: exactly for a ``Discrete`` space (the kernel judges every
+action), and per dimension for a ``MultiDiscrete`` one when the rule counts by ``dims``.
 
 With many agents (``Kernel.decide_batch`` / ``review_batch``) the window is shared: an
 agent's proposal sees the counted actions of the agents before it in the same step, and
@@ -33,7 +44,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, StrictInt
@@ -51,6 +62,7 @@ class RateParams(RuleParams):
     values: list[StrictInt] = []
     dims: Dims = {}
     kinds: list[str] = []
+    count: Literal["executed", "proposed"] = "executed"
 
 
 @dataclass(slots=True)
@@ -73,6 +85,9 @@ class Rate(Rule):
         self._dims = {d: frozenset(v) for d, v in params.dims.items()}
         self._kinds = frozenset(params.kinds)
         self._counts_all = not (self._values or self._dims or self._kinds)
+        self._proposed = params.count == "proposed"
+        # Kernel.decide_batch admits every proposal of the step, not only the ones that run
+        self.admits_all_proposals = self._proposed
 
     def initial_state(self) -> RateState:
         return RateState()
@@ -114,15 +129,23 @@ class Rate(Rule):
         if self.counts(proposal.action, proposal.meaning):
             state.times.append(state.step)
 
+    def _counted(self, outcome: Outcome) -> bool:
+        if not self._proposed:
+            return outcome.executed and self.counts(outcome.action, outcome.meaning)
+        proposal = outcome.proposal
+        if proposal is None:
+            raise ValueError("count: proposed needs Outcome.proposal, the proposal the step "
+                             "began with; this outcome has none")
+        return self.counts(proposal.action, proposal.meaning)
+
     def review(self, outcome: Outcome, state: RateState) -> Sequence[Violation]:
-        if outcome.executed and self.counts(outcome.action, outcome.meaning):
+        if self._counted(outcome):
             state.times.append(state.step)
         state.step += 1
         return ()
 
     def review_step(self, outcomes: Sequence[Outcome], state: RateState) -> list[Sequence[Violation]]:
-        for outcome in outcomes:  # every agent's executed action counts, in one step
-            if outcome.executed and self.counts(outcome.action, outcome.meaning):
-                state.times.append(state.step)
+        counted = [self._counted(outcome) for outcome in outcomes]  # raises before any change
+        state.times.extend(state.step for c in counted if c)  # every agent's, in one step
         state.step += 1
         return [() for _ in outcomes]

@@ -485,6 +485,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             pre = self._kernel.decide(proposal, self._ctx)
             verdict = pre.verdict
         else:  # no pre-step rule and no describe(): the verdict is allow, no proposal needed
+            proposal = None
             proposed_meaning = {}
             pre = _ALLOW_PRE
             verdict = _ALLOW
@@ -508,7 +509,8 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             meaning, to_run = {}, None
         raw_reward = reward if type(reward) is float else float(reward)
         post = self._kernel.review(
-            Outcome(obs, raw_reward, terminated, truncated, info, to_run, runs, meaning), self._ctx)
+            Outcome(obs, raw_reward, terminated, truncated, info, to_run, runs, meaning, None,
+                    proposal), self._ctx)
         if verdict == _TERMINATE or post.verdict == _TERMINATE:  # ended by policy
             stopped_by_policy = terminated = True
         else:
