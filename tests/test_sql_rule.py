@@ -109,6 +109,19 @@ def test_conflict_clauses_when_inserts_are_allowed() -> None:
         "conflict_clause"]
 
 
+def test_update_or_is_a_conflict_clause_and_its_where_is_still_checked(writes: SQL) -> None:
+    # sqlglot has no UPDATE OR grammar: these were refused as syntax_error before
+    where = "UPDATE OR IGNORE orders SET status = 'shipped' WHERE id = 1"
+    assert codes(writes, where) == ["conflict_clause"]
+    assert codes(writes, "UPDATE/**/or fail orders SET status = 'shipped' WHERE id = 1") == [
+        "conflict_clause"]
+    assert codes(writes, "UPDATE OR REPLACE orders SET status = 'shipped'") == [
+        "conflict_clause", "missing_predicate"]
+    assert codes(writes, "UPDATE OR ROLLBACK orders SET status = 'x' WHERE 1 = 1") == [
+        "conflict_clause", "tautology"]
+    assert codes(writes, "UPDATE orders SET status = 'shipped' WHERE id = 1") == []
+
+
 def test_no_sql_and_text_actions(writes: SQL) -> None:
     assert [v.code for v in writes.check(Proposal(np.array([0, 1, 2, 3, 0])), None)] == ["no_sql"]
     assert [v.code for v in writes.check(Proposal({"sql": 3}, {"sql": 3}), None)] == ["no_sql"]

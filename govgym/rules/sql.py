@@ -65,8 +65,9 @@ and is cached by exact text in a bounded LRU):
    with a pattern that is not only wildcards, ``IS NULL``) and combines such comparisons so that not every
    row passes: an ``AND`` needs one real part, an ``OR`` needs all, ``NOT`` flips.
    ``WHERE 1``, ``WHERE TRUE``, ``NOT 0``, ``id = id``, ``status = status OR ...``,
-   ``... OR 1`` and ``LIKE '%'`` are not. ``INSERT OR REPLACE``, ``REPLACE`` and
-   ``ON CONFLICT`` are ``conflict_clause``.
+   ``... OR 1`` and ``LIKE '%'`` are not. ``INSERT OR <x>``, ``REPLACE``,
+   ``ON CONFLICT`` and ``UPDATE OR <x>`` are ``conflict_clause`` (an ``UPDATE OR``'s
+   ``WHERE`` is checked as well).
 
 **Inside the engine** (defense in depth): :meth:`SQL.attach` installs a
 :class:`~govgym.rules.sql_engine.SQLEngineGuard` on a world that has
@@ -291,6 +292,29 @@ def compile_params(params: SQLParams) -> CompiledPolicy:
 # -- real predicates (sqlglot, writes only) -----------------------------------------------------
 
 
+_CONFLICT_ALTERNATIVES = frozenset({"ROLLBACK", "ABORT", "REPLACE", "FAIL", "IGNORE"})
+
+
+def _update_or(sql: str) -> tuple[str, str] | None:
+    """The conflict alternative of an ``UPDATE OR <x>`` (SQLite's grammar) and the
+    statement without it, else None.
+
+    Read from sqlglot's tokens (comments are not tokens, so ``UPDATE/**/OR IGNORE`` is
+    read too); a statement led by a ``WITH`` clause is left to the parser."""
+    try:
+        import sqlglot
+
+        tokens = sqlglot.tokenize(sql, read="sqlite")
+    except Exception:
+        return None
+    if len(tokens) < 3 or tokens[0].text.upper() != "UPDATE" or tokens[1].text.upper() != "OR":
+        return None
+    alternative = tokens[2].text.upper()
+    if alternative not in _CONFLICT_ALTERNATIVES:
+        return None
+    return alternative, sql[:tokens[1].start] + " " + sql[tokens[2].end + 1:]
+
+
 def _write_findings(sql: str, kind: str) -> list[tuple[str, str]]:
     """Missing or tautological ``WHERE`` of an UPDATE/DELETE; conflict clauses of an INSERT."""
     try:
@@ -302,6 +326,12 @@ def _write_findings(sql: str, kind: str) -> list[tuple[str, str]]:
     try:
         trees = [t for t in sqlglot.parse(sql, read="sqlite") if t is not None]
     except Exception as exc:  # sqlglot.ParseError, TokenError, RecursionError, ...
+        found = _update_or(sql) if kind == "update" else None
+        if found is not None:  # SQLite compiled it; sqlglot has no UPDATE OR grammar
+            alternative, plain = found  # the WHERE is checked on the statement without it
+            return [("conflict_clause", f"UPDATE OR {alternative} changes or skips rows on a "
+                                        "conflict instead of failing the statement"),
+                    *_write_findings(plain, kind)]
         return [("syntax_error", f"the predicate checker cannot parse it: {str(exc).splitlines()[0]}")]
     expected = {"update": exp.Update, "delete": exp.Delete, "insert": exp.Insert}[kind]
     if len(trees) != 1:
