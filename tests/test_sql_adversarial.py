@@ -487,8 +487,13 @@ def test_no_value_longer_than_max_value_length_is_built() -> None:
     big = _string_of(4)  # e.s: 131,072 characters
     *_, info = env.step(big + "SELECT count(*) FROM e, orders o WHERE (e.s || o.status) LIKE '%xy%'")
     assert info["engine"]["error"] == "string or blob too big" and damage_of(info) == {}
+    # the kernel let it through and the engine's limit stopped it: that is said, not silent
+    assert [(v["code"], v["stage"]) for v in info["governance"]["violations"]] == [
+        ("engine_cost_limit", "post")]
+    assert "size limit: string or blob too big" in info["governance"]["violations"][0]["message"]
     *_, info = env.step(big + "UPDATE orders SET status = (SELECT s FROM e) WHERE id BETWEEN 1 AND 240")
     assert info["engine"]["error"] == "string or blob too big" and damage_of(info) == {}
+    assert "engine_cost_limit" in [v["code"] for v in info["governance"]["violations"]]
     *_, info = env.step("SELECT max(length(status)) FROM orders")
     assert info["result_rows"] == [(9,)]  # nothing was written
 

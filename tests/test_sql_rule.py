@@ -579,8 +579,25 @@ def test_the_guard_keeps_temporary_data_in_memory_and_caps_database_growth(
     assert conn.execute("PRAGMA page_count").fetchone()[0] <= limit
 
 
+def test_a_full_database_is_an_engine_limit_only_when_the_guard_set_the_limit() -> None:
+    """"database or disk is full" is what SQLite says when the guard's max_page_count is
+    reached (the test above): with the guard installed, a statement it stopped is an
+    engine_cost_limit, not a silent failed statement; without one it is the disk's."""
+    full = Outcome(None, 0.0, False, False,
+                   {"engine": {"denied": False, "error": "database or disk is full"}},
+                   "INSERT INTO orders SELECT * FROM orders WHERE id < 3", True)
+    rule = sql_rule(WRITES)
+    assert rule.review(full, None) == ()
+    rule.attach(SQLWorld(action_mode="text"))
+    (violation,) = rule.review(full, None)
+    assert (violation.code, violation.severity) == ("engine_cost_limit", Severity.HIGH)
+    assert violation.message == ("the engine stopped the statement at a size limit: "
+                                 "database or disk is full")
+
+
 def test_check_sql_reports_a_statement_too_big_to_compile() -> None:
-    """Was a crash: past SQLite's VDBE-op limit, compiling raises MemoryError."""
+    """Was a crash: past SQLite's VDBE-op limit, compiling raises MemoryError. It is
+    valid SQL, so too_long (a statement too large), not syntax_error."""
     def chain(name: str) -> str:
         return "+".join([name] * 9)
 
@@ -589,4 +606,4 @@ def test_check_sql_reports_a_statement_too_big_to_compile() -> None:
     report = check_sql(sql, WRITES)
     assert report["verdict"] == "block"
     assert [(v["code"], v["message"]) for v in report["violations"]] == [
-        ("syntax_error", "does not compile: MemoryError")]
+        ("too_long", "too big for SQLite to compile (its program passes SQLite's size limit)")]

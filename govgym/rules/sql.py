@@ -47,7 +47,8 @@ and is cached by exact text in a bounded LRU):
 2. SQLite compiles ``EXPLAIN QUERY PLAN <text>`` against a private, empty *shadow*
    database holding the policy's tables, under a recording authorizer
    (:class:`~govgym.rules.sql_engine.ShadowClassifier`). Whatever does not compile is
-   refused (``syntax_error``, ``multiple_statements``, unknown ``table_not_allowed`` /
+   refused (``syntax_error``; ``too_long`` for valid SQL whose program is too big for
+   SQLite to compile; ``multiple_statements``, unknown ``table_not_allowed`` /
    ``column_not_allowed`` / ``function_not_allowed``), and so is every column read of a
    ``pii`` column (``pii_read``, also through ``USING``/``NATURAL`` joins, found in the
    compiled program), every function outside the list (``dangerous_function`` for
@@ -82,7 +83,8 @@ that may grow by at most 4x or 8 MiB, whichever is more, per episode ("database 
 is full" after that). After a step,
 :meth:`SQL.review` turns an engine denial of a statement the kernel let through into a
 violation, so a kernel miss is never silent: ``engine_row_cap`` and
-``engine_cost_limit`` (runtime limits the kernel cannot see in advance) and
+``engine_cost_limit`` (runtime limits the kernel cannot see in advance: VM steps,
+seconds, and with the guard installed the two size limits above) and
 ``engine_denied`` (critical: the kernel allowed what the engine refused). Without a
 guard, a step that changed more rows than the cap is a ``row_cap`` violation. A result
 that holds personal values although no personal column was read (emails rebuilt from
@@ -172,6 +174,9 @@ SEVERITIES: dict[str, Severity] = {
 #: Engine error texts that mean a refusal. SQLite words an authorizer's refusal of a
 #: column read as "access to t.c is prohibited".
 _DENIAL_MARKERS = ("not authorized", "is prohibited", "interrupted")
+#: SQLite's errors for the size limits the engine guard sets (value length, database
+#: growth): the engine stopped a statement the kernel let through, as an interrupt does
+_GUARD_LIMIT_MARKERS = ("string or blob too big", "database or disk is full")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 StatementKind = Literal["select", "insert", "update", "delete"]
 
@@ -521,8 +526,11 @@ class SQL(Rule):
         denial = None
         if isinstance(engine, Mapping):
             error = str(engine.get("error") or "")
-            if engine.get("denied") or any(m in error.lower() for m in _DENIAL_MARKERS):
+            lowered = error.lower()
+            if engine.get("denied") or any(m in lowered for m in _DENIAL_MARKERS):
                 denial = error or "denied"
+            elif self.guards and any(m in lowered for m in _GUARD_LIMIT_MARKERS):
+                denial = error  # a limit of this rule's guard, not a broken disk
         if denial is None and self.guards and self.guards[-1].last_denials:
             denial = self.guards[-1].last_denials[0]
         found = [self._engine_violation(denial)] if denial is not None else []
@@ -546,6 +554,8 @@ class SQL(Rule):
             by_time = bool(self.guards) and self.guards[-1].interrupted_by == "time"
             limit = f"{self.compiled.seconds:g} s" if by_time else f"{self.compiled.vm_steps} VM steps"
             code, message = "engine_cost_limit", f"the engine stopped the statement after {limit}"
+        elif any(m in lowered for m in _GUARD_LIMIT_MARKERS):
+            code, message = "engine_cost_limit", f"the engine stopped the statement at a size limit: {error}"
         else:
             code, message = "engine_denied", f"allowed by the kernel, denied by the engine: {error}"
         return self.violation(code, message, self.severities[code])

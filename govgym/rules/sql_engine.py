@@ -511,7 +511,13 @@ _ERROR_CODES = (
 )
 
 
+#: what compiling a statement reports when SQLite runs out of room for its program
+_TOO_BIG_TO_COMPILE = "MemoryError: too big for SQLite to compile"
+
+
 def _error_finding(message: str) -> tuple[str, str]:
+    if message == _TOO_BIG_TO_COMPILE:  # valid SQL, but too large a program: not a syntax error
+        return "too_long", "too big for SQLite to compile (its program passes SQLite's size limit)"
     lowered = message.lower()
     if "one statement at a time" in lowered:
         return "multiple_statements", "more than one statement"
@@ -593,7 +599,9 @@ class ShadowClassifier:
             try:
                 plan = self._conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
                 error = None
-            except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError, MemoryError) as exc:
+            except MemoryError:  # CPython's sqlite3 maps SQLITE_NOMEM (past the VDBE-op limit) to it
+                plan, error = [], _TOO_BIG_TO_COMPILE
+            except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError) as exc:
                 plan, error = [], str(exc) or type(exc).__name__
             return plan, error, self._log, self._refused
 
