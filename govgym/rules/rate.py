@@ -85,9 +85,8 @@ class Rate(Rule):
         self._dims = {d: frozenset(v) for d, v in params.dims.items()}
         self._kinds = frozenset(params.kinds)
         self._counts_all = not (self._values or self._dims or self._kinds)
-        self._proposed = params.count == "proposed"
-        # Kernel.decide_batch admits every proposal of the step, not only the ones that run
-        self.admits_all_proposals = self._proposed
+        # count: proposed; Kernel.decide_batch then admits every proposal, not only those that run
+        self.admits_all_proposals = params.count == "proposed"
 
     def initial_state(self) -> RateState:
         return RateState()
@@ -130,7 +129,7 @@ class Rate(Rule):
             state.times.append(state.step)
 
     def _counted(self, outcome: Outcome) -> bool:
-        if not self._proposed:
+        if not self.admits_all_proposals:  # count: executed
             return outcome.executed and self.counts(outcome.action, outcome.meaning)
         proposal = outcome.proposal
         if proposal is None:

@@ -232,14 +232,13 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             audit_path=None if audit_path is None else str(audit_path), run_id=run_id,
             flush_every=flush_every,
         )
-        if isinstance(env, gym.wrappers.TimeLimit):
-            # the world's TimeLimit directly beneath (gym.make's): absorbed, its limit this
-            # wrapper's default, so one limit counts every step and the stack is the same
-            # whether the world was built with it or not (gym.make(env.spec) rebuilds it)
-            absorbed: int | None = int(env._max_episode_steps)
+        # the nearest TimeLimit's limit; one directly beneath (gym.make's) is absorbed, its
+        # limit this wrapper's default, so one limit counts every step and the stack is the
+        # same whether the world was built with it or not (gym.make(env.spec) rebuilds it)
+        inner_limit = _time_limit_of(env)
+        absorbed = isinstance(env, gym.wrappers.TimeLimit)
+        if absorbed:
             env = env.env
-        else:
-            absorbed = None
         gym.Wrapper.__init__(self, env)
         monitor = intervention == "monitor"
         if isinstance(intervention, str) and not monitor:
@@ -262,11 +261,10 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 or (max_episode_steps < 1 and max_episode_steps != -1)):
             raise ValueError(f"max_episode_steps must be a whole number >= 1, or -1 for no limit "
                              f"(as in gymnasium.make), got {max_episode_steps!r}")
-        inner_limit = absorbed if absorbed is not None else _time_limit_of(env)
         self.max_episode_steps: int | None = (
             inner_limit if max_episode_steps is None
             else None if max_episode_steps == -1 else int(max_episode_steps))
-        if absorbed is None and inner_limit is not None and self.max_episode_steps is not None and (
+        if not absorbed and inner_limit is not None and self.max_episode_steps is not None and (
                 self.max_episode_steps > inner_limit):
             warnings.warn(
                 f"max_episode_steps={self.max_episode_steps}, but the world's own TimeLimit ends "
@@ -627,15 +625,13 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         as ``TimeAwareObservation`` would find no limit)."""
         if self._part_of_entry_point:
             return self.env.spec
-        if self._cached_spec is not None:
-            return self._cached_spec
-        spec = super().spec
-        if spec is not None and spec.max_episode_steps is None and self.max_episode_steps is not None:
-            # gym.make(spec) then gives the world a TimeLimit of the same length: it never
-            # ends an episode before this wrapper's does, which counts blocked steps too
-            spec = dataclasses.replace(spec, max_episode_steps=self.max_episode_steps)
-            self._cached_spec = spec
-        return spec
+        if self._cached_spec is None:  # where Gymnasium's Wrapper.spec caches its answer
+            spec = super().spec
+            if spec is not None and spec.max_episode_steps is None and self.max_episode_steps is not None:
+                # gym.make(spec) then gives the world a TimeLimit of the same length: it never
+                # ends an episode before this wrapper's does, which counts blocked steps too
+                self._cached_spec = dataclasses.replace(spec, max_episode_steps=self.max_episode_steps)
+        return self._cached_spec
 
     def close(self) -> None:
         if self.recorder is not None and not self.recorder.closed:
