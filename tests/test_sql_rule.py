@@ -347,6 +347,7 @@ def run(conn: sqlite3.Connection, guard: SQLEngineGuard,
     if error is not None or message:
         conn.execute(f"ROLLBACK TO {SAVEPOINT_NAME}")
     conn.execute(f"RELEASE {SAVEPOINT_NAME}")
+    guard.settled(error is None and not message)
     return rows, error, message
 
 
@@ -421,6 +422,111 @@ def test_engine_after_reports_the_statement_cap(conn: sqlite3.Connection, writes
     for _ in range(2):  # the second time Python's statement cache skips the authorizer
         _, _, message = run(conn, guard, "UPDATE products SET stock = 1 WHERE price > 0")
         assert message == "not authorized: row-change cap exceeded (60 > 10 rows of products)"
+
+
+def episode_capped(cap: int, **changes: Any) -> SQL:
+    return sql_rule(policy_with(max_rows_changed_per_episode=cap, **changes))
+
+
+def six_orders(i: int) -> str:
+    """An UPDATE of six orders (ids 6i+1 .. 6i+6): under every per-statement cap."""
+    return f"UPDATE orders SET status = 'batch{i}' WHERE id > {6 * i} AND id <= {6 * i + 6}"
+
+
+@pytest.mark.parametrize("triggers", [False, True])
+def test_engine_episode_cap_stops_many_small_writes(conn: sqlite3.Connection, triggers: bool) -> None:
+    """A cap per statement alone is beaten by many small writes; the episode's cap is not."""
+    guard = episode_capped(15).make_guard(triggers=triggers)
+    guard.install(conn)
+    for i in range(2):
+        _, error, message = run(conn, guard, six_orders(i))
+        assert error is None and message is None and guard.cap_hit is None
+    assert guard.episode_changed == 12
+    _, error, message = run(conn, guard, six_orders(2))  # 12 + 6 > 15: refused whole
+    refusal = error if triggers else message
+    assert refusal is not None and "row-change cap exceeded" in refusal, (error, message)
+    if not triggers:
+        assert message == ("not authorized: episode row-change cap exceeded "
+                           "(12 rows changed earlier this episode + 6 > 15)")
+    assert guard.cap_hit == "episode" and guard.episode_changed == 12
+    assert count(conn, "SELECT count(*) FROM orders WHERE status = 'batch2'") == 0
+    _, error, message = run(conn, guard, "UPDATE orders SET status = 'three' WHERE id IN (1, 2, 3)")
+    assert error is None and message is None and guard.episode_changed == 15  # exactly the cap
+    _, error, message = run(conn, guard, "UPDATE orders SET status = 'one' WHERE id = 4")
+    assert (error or message) and guard.cap_hit == "episode"
+    _, error, message = run(conn, guard, "SELECT count(*) FROM orders")  # reads are never capped
+    assert error is None and message is None
+    guard.install(conn)  # the world installs the guard on every reset: a new episode
+    assert guard.episode_changed == 0
+    assert run(conn, guard, six_orders(3))[1:] == (None, None)
+
+
+def test_engine_statement_cap_still_comes_first(conn: sqlite3.Connection) -> None:
+    guard = episode_capped(10_000).make_guard(triggers=False)
+    guard.install(conn)
+    _, _, message = run(conn, guard, "UPDATE products SET stock = 1 WHERE price > 0")  # 60 > 10
+    assert message == "not authorized: row-change cap exceeded (60 > 10 rows of products)"
+    assert guard.cap_hit == "statement" and guard.episode_changed == 0
+
+
+def test_engine_settled_takes_a_rolled_back_statement_out(conn: sqlite3.Connection) -> None:
+    guard = episode_capped(100).make_guard()
+    guard.install(conn)
+    guard.before(six_orders(0))
+    conn.execute(six_orders(0))
+    assert guard.after() is None and guard.episode_changed == 6
+    guard.settled(False)  # the world rolled it back after all
+    assert guard.episode_changed == 0
+    assert run(conn, guard, six_orders(1))[1:] == (None, None) and guard.episode_changed == 6
+
+
+def test_the_world_tells_the_guard_what_stayed() -> None:
+    class Recording(SQLEngineGuard):
+        def settled(self, kept: bool) -> None:
+            calls.append(kept)
+            super().settled(kept)
+
+    calls: list[bool] = []
+    world = SQLWorld(action_mode="text", task="count_rows:orders")
+    world.set_engine_guard(Recording(episode_capped(10).compiled))
+    world.reset(seed=0)
+    *_, info = world.step(six_orders(0))
+    assert info["damage"]["rows_modified"] == 6
+    *_, info = world.step(six_orders(1))  # 6 + 6 > 10: rolled back
+    assert info["engine"]["denied"] and info["damage"]["rows_modified"] == 0
+    *_, info = world.step("SELEC 1")  # an engine error
+    assert calls == [True, False, False] and world._guard.episode_changed == 6
+    assert info["episode_damage"]["rows_modified"] == 6
+
+
+def test_governed_sql_episode_cap_end_to_end() -> None:
+    env = gym.make("Governed-SQL-v0", policy=policy_with(max_rows_changed_per_episode=15),
+                   world_kwargs={"action_mode": "text", "task": "count_rows:orders"})
+    for _ in range(2):  # the cap starts over in each episode
+        env.reset(seed=0)
+        found = []
+        for i in range(4):
+            *_, info = env.step(six_orders(i))
+            found.append([v["code"] for v in info["governance"]["violations"]])
+        assert found == [[], [], ["engine_episode_row_cap"], ["engine_episode_row_cap"]]
+        assert info["episode_damage"]["rows_modified"] == 12
+        assert info["governance"]["violations"][0]["severity"] == "high"
+    env.close()
+
+
+def test_episode_cap_without_a_guard_is_reported_after_the_fact() -> None:
+    rule = episode_capped(15, engine_guard=False)
+    state = rule.initial_state()
+
+    def review(rows: int) -> list[str]:
+        outcome = Outcome(None, 0.0, False, False, {"damage": {"rows_modified": rows}}, "sql", True)
+        return [v.code for v in rule.review(outcome, state)]
+
+    assert [review(6), review(0), review(6), review(6), review(0)] == [
+        [], [], [], ["episode_row_cap"], []]
+    assert review(500) == ["row_cap", "episode_row_cap"]
+    assert rule.initial_state().changed == 0 and sql_rule().initial_state() is None
+    assert review(6) == ["episode_row_cap"]  # the rule's state is per episode, not the rule's
 
 
 def test_engine_vm_budget_interrupts(conn: sqlite3.Connection) -> None:
@@ -537,8 +643,9 @@ def test_check_sql_reports_verdict_violations_statement_and_engine() -> None:
     assert report["verdict"] == "allow" and report["violations"] == []
     assert report["statement"]["kind"] == "select" and report["statement"]["reads"] == ["customers.city"]
     assert report["engine"] == {"denied": False, "reasons": [],
-                                "runtime_limits": {"max_rows_changed": 0, "vm_steps": 5_000_000,
-                                                   "seconds": 1.0}}
+                                "runtime_limits": {"max_rows_changed": 0,
+                                                   "max_rows_changed_per_episode": None,
+                                                   "vm_steps": 5_000_000, "seconds": 1.0}}
     report = check_sql("SELECT lower(email) FROM customers ORDER BY ssn")
     assert report["verdict"] == "terminate" and [v["code"] for v in report["violations"]] == ["pii_read"]
     assert report["engine"]["denied"] and len(report["engine"]["reasons"]) == 2

@@ -118,6 +118,8 @@ _TRIGGER_PREFIX = "govgym_cap_"
 #: Text that can change rows holds one of these keywords (SQLite keywords are ASCII).
 _ROW_CHANGING_WORDS = ("insert", "update", "delete", "replace")
 _ROW_FUNCTION = "govgym_row_changed"
+#: what the triggers' counter returns once the episode's cap is broken: above any table's cap
+_OVER_EVERY_CAP = 2**63 - 1
 _UNKNOWN = object()
 
 
@@ -192,6 +194,8 @@ class CompiledPolicy:
     functions: frozenset[str] = frozenset(DEFAULT_FUNCTIONS)
     recursive: bool = False
     max_rows_changed: int = 100
+    #: rows all statements of an episode may change together (``None``: no cap)
+    max_rows_changed_per_episode: int | None = None
     vm_steps: int = 5_000_000
     seconds: float = 1.0
     limits: Mapping[int, int] = field(default_factory=lambda: dict(ENGINE_LIMITS))
@@ -744,6 +748,16 @@ class SQLEngineGuard:
     with writes (the triggers exist only for the writes the policy permits, are created by
     ``before`` for the first statement whose text can change rows, and live in the
     ``temp`` schema, outside the world's database image).
+
+    The episode's row-change cap (``max_rows_changed_per_episode``, if set): the guard
+    counts the rows changed by the statements that stayed since ``install`` (each reset)
+    in ``episode_changed``; ``after()`` refuses a statement that would take the count past
+    the cap (``"not authorized: episode row-change cap exceeded ..."``), and the triggers,
+    if on, abort it at the first row too many. A world that calls the optional
+    ``settled(kept)`` after the statement's savepoint ends (the SQL world does) takes a
+    failed statement's rows back out of the count; without it they stay counted (the
+    safe side). ``cap_hit`` says which cap stopped the last statement: ``"statement"``,
+    ``"episode"`` or ``None``.
     """
 
     def __init__(self, policy: CompiledPolicy, *, triggers: bool = False, tick: int = 1000) -> None:
@@ -766,6 +780,11 @@ class SQLEngineGuard:
         self._own_work = False
         self._changes_before = 0
         self._changed: dict[str, int] = {}
+        self._statement_rows = 0  # rows the triggers saw in this statement, all tables
+        #: rows changed this episode by statements that stayed (see the class docstring)
+        self.episode_changed = 0
+        self._counted = 0  # the last statement's share of episode_changed
+        self.cap_hit: str | None = None
         # tables each statement text writes: the authorizer sees them only when the text is
         # compiled, and Python's statement cache compiles a repeated text once per connection
         self._written_by: dict[str, set[str]] = {}
@@ -776,6 +795,8 @@ class SQLEngineGuard:
         self._conn = conn
         self._in_statement = False
         self._deadline = self._time_deadline = math.inf
+        self.episode_changed = self._counted = 0  # a fresh connection: a new episode
+        self.cap_hit = None
         self._own_work = True  # in case this guard's authorizer is already on ``conn``
         try:
             for limit, value in self.policy.limits.items():
@@ -816,8 +837,10 @@ class SQLEngineGuard:
             if table.name not in present:  # after() still caps the statement
                 continue
             permitted = {"UPDATE": bool(table.update), "INSERT": table.insert, "DELETE": table.delete}
+            episode_cap = self.policy.max_rows_changed_per_episode
             message = (f"not authorized: row-change cap exceeded (more than {table.max_rows_changed} "
-                       f"rows of {table.name})")
+                       f"rows of {table.name}" + ("" if episode_cap is None else
+                       f" in one statement, or more than {episode_cap} rows in the episode") + ")")
             for op, allowed in permitted.items():
                 if allowed and op.lower() in self.policy.statements:
                     statements.append(
@@ -842,8 +865,17 @@ class SQLEngineGuard:
             self._own_work = False
 
     def _row_changed(self, table: str) -> int:
+        """The triggers' counter: this statement's rows of ``table`` so far, this one
+        included; past every cap (``_OVER_EVERY_CAP``) once the episode's cap is broken."""
         count = self._changed.get(table, 0) + 1
         self._changed[table] = count
+        self._statement_rows += 1
+        episode_cap = self.policy.max_rows_changed_per_episode
+        if episode_cap is not None and self.episode_changed + self._statement_rows > episode_cap:
+            self.cap_hit = "episode"
+            return _OVER_EVERY_CAP
+        if count > self.policy.tables[table].max_rows_changed:
+            self.cap_hit = "statement"
         return count
 
     def _tick(self) -> int:
@@ -881,7 +913,9 @@ class SQLEngineGuard:
         self._in_statement = True
         self.last_denials = []
         self.interrupted_by = None
+        self.cap_hit = None
         self._changed.clear()
+        self._statement_rows = self._counted = 0
         writing = self._written_by.get(sql)
         if writing is None:
             if len(self._written_by) > 4096:
@@ -927,7 +961,24 @@ class SQLEngineGuard:
                 if (t := self.policy.tables.get(name)) is not None]
         cap, table = min(caps) if caps else (self.policy.max_rows_changed, "any table")
         if changed > cap:
+            self.cap_hit = "statement"
             message = f"not authorized: row-change cap exceeded ({changed} > {cap} rows of {table})"
             self.last_denials.append(message)
             return message
+        episode_cap = self.policy.max_rows_changed_per_episode
+        if episode_cap is not None and self.episode_changed + changed > episode_cap:
+            self.cap_hit = "episode"
+            message = (f"not authorized: episode row-change cap exceeded ({self.episode_changed} "
+                       f"rows changed earlier this episode + {changed} > {episode_cap})")
+            self.last_denials.append(message)
+            return message
+        self.episode_changed += changed
+        self._counted = changed
         return None
+
+    def settled(self, kept: bool) -> None:
+        """The statement's savepoint ended: ``kept`` is False if the world rolled the
+        statement back (it failed, or ``after()`` refused it), so its rows never counted."""
+        if not kept:
+            self.episode_changed -= self._counted
+        self._counted = 0

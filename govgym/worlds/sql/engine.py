@@ -45,6 +45,10 @@ class EngineGuard(Protocol):
       would. If ``after`` returns a message (a non-empty string), the guard refuses the
       statement after the fact: the world rolls it back and reports it as denied with
       that message (e.g. a row-change cap checked with ``conn.total_changes``).
+    * ``settled(kept)``: called after the statement's savepoint ends; ``kept`` is False
+      when the world rolled the statement back (it failed, or ``after`` refused it), so a
+      guard that counts changes across statements (an episode's row-change cap) can take
+      them back out.
     * ``instructions``: a counter of VM instructions the guard's own progress handler
       saw. If present, the guard owns the progress handler, and the world reports the
       counter's growth during the statement as ``vm_instructions``. If absent, the world

@@ -589,6 +589,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
             failed = execution.error is not None
         finally:
             self._end_savepoint(failed)
+        settled = getattr(self._guard, "settled", None)
+        if settled is not None:  # the guard learns whether the statement's changes stayed
+            settled(not failed)
         return execution
 
     def _run_guarded(self, sql: str) -> Execution:
