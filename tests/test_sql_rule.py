@@ -624,6 +624,39 @@ def test_review_reads_engine_outcomes(writes: SQL) -> None:
     assert review({"damage": {"rows_modified": 5}}) == []
 
 
+def test_without_a_guard_each_table_is_held_to_its_own_cap(writes: SQL) -> None:
+    """products' cap is 10, the rule's 240: without a guard, the damage record's
+    ``by_table`` still holds each table to its own cap (one row_cap naming every table
+    over it)."""
+    def review(by_table: dict[str, dict[str, int]]) -> list[str]:
+        damage = {"rows_modified": sum(c.get("modified", 0) for c in by_table.values()),
+                  "by_table": by_table}
+        outcome = Outcome(None, 0.0, False, False, {"damage": damage}, "sql", True)
+        return [v.message for v in writes.review(outcome, None)]
+
+    assert review({"products": {"modified": 30}}) == [
+        "the statement changed 30 rows of products > its cap 10"]
+    assert review({"products": {"modified": 10}, "orders": {"modified": 240}}) == []
+    assert review({"Products": {"modified": 11}, "orders": {"deleted": 200, "inserted": 41},
+                   "archive": {"inserted": 241}}) == [
+        "the statement changed 241 rows of archive > its cap 240; 241 rows of orders > its cap 240; "
+        "11 rows of Products > its cap 10"]
+
+
+@pytest.mark.parametrize("engine_guard", [False, True])
+def test_governed_sql_holds_a_table_to_its_own_cap(engine_guard: bool) -> None:
+    env = gym.make("Governed-SQL-v0", policy=policy_with(engine_guard=engine_guard),
+                   world_kwargs={"action_mode": "text", "task": "count_rows:orders"})
+    env.reset(seed=0)
+    *_, info = env.step("UPDATE products SET stock = stock + 1 WHERE id <= 30")  # 30 > 10, < 240
+    codes = [v["code"] for v in info["governance"]["violations"]]
+    if engine_guard:  # stopped and rolled back
+        assert codes == ["engine_row_cap"] and info["damage"]["rows_modified"] == 0
+    else:  # reported after the fact: nothing undoes it
+        assert codes == ["row_cap"] and info["damage"]["by_table"]["products"]["modified"] == 30
+    env.close()
+
+
 def test_after_return_value_denies_the_statement_in_the_world() -> None:
     world = SQLWorld(action_mode="text", task="count_rows:orders")
     guard = sql_rule().make_guard(triggers=False)  # only after() enforces the cap

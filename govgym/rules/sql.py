@@ -90,7 +90,8 @@ miss is never silent: ``engine_row_cap``, ``engine_episode_row_cap`` and
 ``engine_cost_limit`` (runtime limits the kernel cannot see in advance: VM steps,
 seconds, and with the guard installed the two size limits above) and ``engine_denied``
 (critical: the kernel allowed what the engine refused). Without a guard, a step that
-changed more rows than the cap is a ``row_cap`` violation, and a step that took the
+changed more rows of a table than its cap (from the damage record's ``by_table``) is a
+``row_cap`` violation, and a step that took the
 episode's changed rows past ``max_rows_changed_per_episode`` an ``episode_row_cap`` one
 (both after the fact: nothing undoes the change). A result that holds personal values
 although no personal column was read (emails rebuilt from ``name`` with
@@ -591,9 +592,9 @@ class SQL(Rule):
             return ()
         changed = sum(int(damage.get(k, 0) or 0) for k in ("rows_deleted", "rows_inserted", "rows_modified"))
         found = []
-        cap = self.compiled.max_rows_changed
-        if changed > cap:
-            message = f"the statement changed {changed} rows > cap {cap}"
+        over = self._over_table_caps(damage, changed)
+        if over:
+            message = "the statement changed " + "; ".join(over)
             found.append(self.violation("row_cap", message, self.severities["row_cap"]))
         episode_cap = self.compiled.max_rows_changed_per_episode
         if changed > 0 and isinstance(state, EpisodeRows) and episode_cap is not None:
@@ -603,6 +604,25 @@ class SQL(Rule):
                            f"(this statement: {changed})")
                 found.append(self.violation("episode_row_cap", message, self.severities["episode_row_cap"]))
         return found
+
+    def _over_table_caps(self, damage: Mapping[str, Any], changed: int) -> list[str]:
+        """Each table the statement changed more rows of than its cap allows (the table's
+        ``max_rows_changed``, else the rule's), from the damage record's ``by_table``;
+        without it, the rows of all tables against the rule's cap."""
+        by_table = damage.get("by_table")
+        if not isinstance(by_table, Mapping) or not by_table:
+            cap = self.compiled.max_rows_changed
+            return [f"{changed} rows > cap {cap}"] if changed > cap else []
+        over = []
+        for table, counts in sorted(by_table.items(), key=lambda item: str(item[0]).lower()):
+            if not isinstance(counts, Mapping):
+                continue
+            rows = sum(int(counts.get(k, 0) or 0) for k in ("deleted", "inserted", "modified"))
+            spec = self.compiled.tables.get(str(table).lower())
+            cap = self.compiled.max_rows_changed if spec is None else spec.max_rows_changed
+            if rows > cap:
+                over.append(f"{rows} rows of {table} > its cap {cap}")
+        return over
 
 
 def _positive(value: Any) -> bool:
