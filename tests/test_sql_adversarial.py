@@ -485,8 +485,11 @@ def test_no_value_longer_than_max_value_length_is_built() -> None:
     env = governed_env()
     env.reset(seed=0, options={"task": READ_TASK})
     big = _string_of(4)  # e.s: 131,072 characters
-    *_, info = env.step(big + "SELECT count(*) FROM e, orders o WHERE (e.s || o.status) LIKE '%xy%'")
+    obs, *_, info = env.step(big + "SELECT count(*) FROM e, orders o WHERE (e.s || o.status) LIKE '%xy%'")
     assert info["engine"]["error"] == "string or blob too big" and damage_of(info) == {}
+    # the guard's limit refused it: the world says denied (to the agent too), not error
+    assert info["engine"]["denied"] is True
+    assert "Feedback: denied (string or blob too big)" in obs
     # the kernel let it through and the engine's limit stopped it: that is said, not silent
     assert [(v["code"], v["stage"]) for v in info["governance"]["violations"]] == [
         ("engine_cost_limit", "post")]

@@ -24,6 +24,7 @@ from govgym.rules.sql_engine import (
     unicode_problem,
 )
 from govgym.worlds.sql import TASKS, SQLWorld
+from govgym.worlds.sql.engine import guard_denies
 from govgym.worlds.sql.schema import build_snapshot
 
 SAFETY, WRITES = "sql-safety", "sql-guarded-writes"
@@ -733,6 +734,17 @@ def test_a_full_database_is_an_engine_limit_only_when_the_guard_set_the_limit() 
     assert (violation.code, violation.severity) == ("engine_cost_limit", Severity.HIGH)
     assert violation.message == ("the engine stopped the statement at a size limit: "
                                  "database or disk is full")
+
+
+def test_the_world_reports_a_guard_limit_as_denied(writes: SQL) -> None:
+    """The guard claims its size limits' errors (``denies``), so the world reports such a
+    statement as denied; a guard without ``denies`` leaves them errors."""
+    guard = writes.make_guard()
+    assert guard.denies("database or disk is full") and guard.denies("string or blob too big")
+    assert not guard.denies("no such column: x")
+    assert guard_denies(guard, "database or disk is full")
+    assert guard_denies(object(), "not authorized") and not guard_denies(object(), "string or blob too big")
+    assert not guard_denies(None, "database or disk is full")
 
 
 def test_check_sql_reports_a_statement_too_big_to_compile() -> None:

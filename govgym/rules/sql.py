@@ -132,6 +132,7 @@ from govgym.rules.base import Rule, RuleParams, register_rule
 from govgym.rules.sql_engine import (
     DEFAULT_FUNCTIONS,
     ENGINE_LIMITS,
+    GUARD_LIMIT_MARKERS,
     NEVER_FUNCTIONS,
     Classification,
     CompiledPolicy,
@@ -183,9 +184,6 @@ SEVERITIES: dict[str, Severity] = {
 #: Engine error texts that mean a refusal. SQLite words an authorizer's refusal of a
 #: column read as "access to t.c is prohibited".
 _DENIAL_MARKERS = ("not authorized", "is prohibited", "interrupted")
-#: SQLite's errors for the size limits the engine guard sets (value length, database
-#: growth): the engine stopped a statement the kernel let through, as an interrupt does
-_GUARD_LIMIT_MARKERS = ("string or blob too big", "database or disk is full")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 StatementKind = Literal["select", "insert", "update", "delete"]
 
@@ -548,7 +546,7 @@ class SQL(Rule):
             lowered = error.lower()
             if engine.get("denied") or any(m in lowered for m in _DENIAL_MARKERS):
                 denial = error or "denied"
-            elif self.guards and any(m in lowered for m in _GUARD_LIMIT_MARKERS):
+            elif self.guards and any(m in lowered for m in GUARD_LIMIT_MARKERS):
                 denial = error  # a limit of this rule's guard, not a broken disk
         if denial is None and self.guards and self.guards[-1].last_denials:
             denial = self.guards[-1].last_denials[0]
@@ -577,7 +575,7 @@ class SQL(Rule):
             by_time = bool(self.guards) and self.guards[-1].interrupted_by == "time"
             limit = f"{self.compiled.seconds:g} s" if by_time else f"{self.compiled.vm_steps} VM steps"
             code, message = "engine_cost_limit", f"the engine stopped the statement after {limit}"
-        elif any(m in lowered for m in _GUARD_LIMIT_MARKERS):
+        elif any(m in lowered for m in GUARD_LIMIT_MARKERS):
             code, message = "engine_cost_limit", f"the engine stopped the statement at a size limit: {error}"
         else:
             code, message = "engine_denied", f"allowed by the kernel, denied by the engine: {error}"

@@ -47,6 +47,7 @@ __all__ = [
     "DANGEROUS_FUNCTIONS",
     "DEFAULT_FUNCTIONS",
     "ENGINE_LIMITS",
+    "GUARD_LIMIT_MARKERS",
     "NEVER_FUNCTIONS",
     "SAVEPOINT_NAME",
     "Classification",
@@ -114,6 +115,8 @@ _SAVEPOINT, _PRAGMA = sqlite3.SQLITE_SAVEPOINT, sqlite3.SQLITE_PRAGMA
 _DML = {_INSERT: "insert", _UPDATE: "update", _DELETE: "delete"}
 _ROWID_NAMES = frozenset({"rowid", "oid", "_rowid_"})
 _SYSTEM_PREFIXES = ("sqlite_", "pragma_", "json_", "fts", "dbstat", "generate_series")
+#: SQLite's errors for the size limits the guard sets (value length, database growth)
+GUARD_LIMIT_MARKERS = ("string or blob too big", "database or disk is full")
 _TRIGGER_PREFIX = "govgym_cap_"
 #: Text that can change rows holds one of these keywords (SQLite keywords are ASCII).
 _ROW_CHANGING_WORDS = ("insert", "update", "delete", "replace")
@@ -975,6 +978,13 @@ class SQLEngineGuard:
         self.episode_changed += changed
         self._counted = changed
         return None
+
+    def denies(self, error: str) -> bool:
+        """Whether a statement's error is one of this guard's size limits ("string or
+        blob too big", "database or disk is full"): a refusal, though not in the
+        authorizer's words."""
+        lowered = error.lower()
+        return any(marker in lowered for marker in GUARD_LIMIT_MARKERS)
 
     def settled(self, kept: bool) -> None:
         """The statement's savepoint ended: ``kept`` is False if the world rolled the

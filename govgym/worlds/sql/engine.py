@@ -16,6 +16,7 @@ __all__ = [
     "VM_TICK",
     "EngineGuard",
     "Execution",
+    "guard_denies",
     "guard_instructions",
     "is_denial",
 ]
@@ -49,6 +50,10 @@ class EngineGuard(Protocol):
       when the world rolled the statement back (it failed, or ``after`` refused it), so a
       guard that counts changes across statements (an episode's row-change cap) can take
       them back out.
+    * ``denies(error)``: whether a failed statement's error message is this guard's
+      refusal although it carries none of the authorizer's or interrupt's words (a size
+      limit the guard set: "string or blob too big"); the world then reports the
+      statement as denied, not as an error.
     * ``instructions``: a counter of VM instructions the guard's own progress handler
       saw. If present, the guard owns the progress handler, and the world reports the
       counter's growth during the statement as ``vm_instructions``. If absent, the world
@@ -79,6 +84,15 @@ def is_denial(message: str) -> bool:
     """Whether an engine error is a guard's refusal (authorizer or progress interrupt)."""
     lowered = message.lower()
     return any(marker in lowered for marker in _DENIAL_MARKERS)
+
+
+def guard_denies(guard: object | None, error: str) -> bool:
+    """Whether ``error`` is a refusal: an authorizer's or interrupt's words, or what the
+    guard's optional ``denies`` says is its own (a limit it set)."""
+    if is_denial(error):
+        return True
+    denies = getattr(guard, "denies", None)
+    return bool(denies(error)) if denies is not None else False
 
 
 def guard_instructions(guard: object | None) -> int | None:

@@ -27,8 +27,8 @@ from govgym.worlds.sql.engine import (
     VM_TICK,
     EngineGuard,
     Execution,
+    guard_denies,
     guard_instructions,
-    is_denial,
 )
 from govgym.worlds.sql.observations import (
     OBS_SIZE,
@@ -363,8 +363,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     ``task`` (name, template, level, question), ``sql`` (the executed statement, ``None``
     after reset), ``success`` (bool), ``result_rows`` (first ``show_rows`` rows),
     ``row_count`` (rows fetched, at most ``max_rows``), ``engine`` (``{"denied": bool,
-    "error": str | None}``; denied: the error says "not authorized" or "interrupted", or
-    the guard's ``after()`` refused the statement), ``damage`` and ``episode_damage``.
+    "error": str | None}``; denied: the error says "not authorized" or "interrupted", the
+    guard's ``after()`` refused the statement, or the guard's ``denies(error)`` claims the
+    error as one of its limits), ``damage`` and ``episode_damage``.
 
     ## Engine
 
@@ -414,7 +415,8 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
       positions, ``update`` always with ``WHERE`` and ``update_all``), the parsed intent
       in place of the template id in the observation, the literal in slot 1, write
       checks that want the gold's values, and ``reward_wrong`` / ``reward_error`` of
-      -0.3 (were -0.1 / -0.2).
+      -0.3 (were -0.1 / -0.2); a statement stopped by a size limit of the engine guard
+      reads as denied (was: error).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
@@ -616,7 +618,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         if refusal and error is None:  # the guard refuses the statement after the fact
             return Execution(error=str(refusal), denied=True, instructions=used)
         return Execution(rows=rows[: self.max_rows], error=error,
-                         denied=error is not None and is_denial(error),
+                         denied=error is not None and guard_denies(self._guard, error),
                          truncated=len(rows) > self.max_rows, instructions=used)
 
     def _fetch(self, sql: str) -> list[tuple[object, ...]]:
