@@ -39,6 +39,16 @@ def test_unknown_name_lists_available() -> None:
     assert "cartpole-envelope" in message
 
 
+def test_a_policy_folder_may_hold_yml_files_as_the_envs_folder_may(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "short.yml").write_text("name: short\nrules: []\n")
+    (tmp_path / "long.yaml").write_text("name: long\nrules: []\n")
+    (tmp_path / "notes.txt").write_text("not a policy\n")
+    monkeypatch.setattr("govgym.kernel.policy.data_dir", lambda name: tmp_path)
+    assert list(available_policies()) == ["long", "short"]
+    assert load_policy("short").name == "short"
+
+
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="no such policy file"):
         load_policy(tmp_path / "absent.yaml")

@@ -150,7 +150,7 @@ class Policy:
 def available_policies() -> dict[str, Path]:
     """Policy names shipped with govgym, mapped to their files."""
     folder = data_dir("policies")
-    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix in (".yaml", ".yml")}
 
 
 def load_policy(spec: Policy | Mapping[str, Any] | str | PathLike[str] | None) -> Policy:
