@@ -411,6 +411,25 @@ def test_engine_row_cap_triggers_abort_and_roll_back(conn: sqlite3.Connection, w
     assert error == "not authorized"
 
 
+def test_the_table_cap_holds_for_a_cached_statement_after_many_other_texts(
+        conn: sqlite3.Connection) -> None:
+    """The authorizer names the tables a statement writes only when its text is compiled, and
+    Python's statement cache does not recompile a recent text: the guard's memory of which
+    tables each text writes must not forget a statement the cache still holds, or a cached
+    UPDATE of products is held to the rule's cap (240) instead of the table's (10)."""
+    guard = sql_rule(WRITES).make_guard(triggers=False)  # only after() enforces the cap
+    guard.install(conn)
+    update = "UPDATE products SET stock = stock + 1 WHERE id <= 30"  # 30 rows > 10, < 240
+    stock = count(conn, "SELECT sum(stock) FROM products WHERE id <= 30")
+    for i in range(5_000):
+        if i % 50 == 0:
+            _, error, message = run(conn, guard, update)
+            assert error is None and message is not None, (i, message)
+            assert "30 > 10 rows of products" in message
+        run(conn, guard, f"SELECT id FROM orders WHERE id = {i}")
+    assert count(conn, "SELECT sum(stock) FROM products WHERE id <= 30") == stock  # all undone
+
+
 def test_engine_after_reports_the_statement_cap(conn: sqlite3.Connection, writes: SQL) -> None:
     guard = writes.make_guard(triggers=False)
     guard.install(conn)

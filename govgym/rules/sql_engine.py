@@ -790,6 +790,7 @@ class SQLEngineGuard:
         self.cap_hit: str | None = None
         # tables each statement text writes: the authorizer sees them only when the text is
         # compiled, and Python's statement cache compiles a repeated text once per connection
+        # (until the authorizer is set again, which expires every prepared statement)
         self._written_by: dict[str, set[str]] = {}
         self._writing: set[str] = set()
         self._answers: dict[tuple[Any, ...], str | None] = {}
@@ -922,7 +923,12 @@ class SQLEngineGuard:
         writing = self._written_by.get(sql)
         if writing is None:
             if len(self._written_by) > 4096:
+                # forget every text at once; setting the authorizer again expires each
+                # statement Python still caches, so the next run of a forgotten text is
+                # compiled (and its tables named) again, whatever the cache's size
                 self._written_by.clear()
+                if conn is not None:
+                    conn.set_authorizer(self._authorize)
             writing = self._written_by[sql] = set()
         self._writing = writing
         if conn is None:
