@@ -507,7 +507,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         """Install ``guard`` on the engine (``None`` removes it), now and after every reset.
 
         Mid-episode, the database moves to a fresh connection with the same contents, so
-        that nothing of a previous guard stays installed.
+        that nothing of a previous guard stays installed; a guard's count of the rows an
+        episode changed (``max_rows_changed_per_episode``) then starts from 0 at that step,
+        so set the guard before the episode's first step for a cap on the whole episode.
         """
         if guard is not None and not callable(getattr(guard, "install", None)):
             raise TypeError("an engine guard needs an install(conn) method")
