@@ -122,6 +122,21 @@ def test_a_broken_rule_fails_closed(mode: str, fragment: str) -> None:
     assert post.violations[0].code == "rule_error" and "KeyError" in post.violations[0].message
 
 
+@pytest.mark.parametrize("own", ["allow", "warn"])
+def test_a_broken_rule_fails_closed_whatever_its_own_verdict(own: str) -> None:
+    """A rule's own ``verdict`` judges what it finds, not the rule breaking: a rule_error
+    still gets the policy's critical verdict, so the action does not run."""
+    kernel = Kernel({"name": "p", "rules": [
+        {"kind": "test_boom", "name": "boom", "mode": "raise", "verdict": own}]})
+    ctx = kernel.new_context()
+    decision = kernel.decide(Proposal(0), ctx)
+    assert decision.verdict == Verdict.TERMINATE and not decision.executes
+    assert kernel.verdict_of(decision.violations[0]) == Verdict.TERMINATE
+    monitor = Kernel({"name": "p", "verdicts": {"critical": "warn"}, "rules": [
+        {"kind": "test_boom", "name": "boom", "mode": "raise", "verdict": own}]})
+    assert monitor.decide(Proposal(0), monitor.new_context()).verdict == Verdict.WARN
+
+
 def test_violation_rejects_bad_costs() -> None:
     for bad in (math.nan, math.inf, -0.1):
         with pytest.raises(ValueError, match="finite"):

@@ -29,6 +29,7 @@ __all__ = ["Context", "Kernel"]
 _ALLOW_PRE = Decision(Verdict.ALLOW, stage="pre")
 _ALLOW_POST = Decision(Verdict.ALLOW, stage="post")
 _AFTER_THE_FACT = {Verdict.BLOCK: Verdict.WARN, Verdict.REPLACE: Verdict.WARN}
+_RULE_ERROR = "rule_error"  # the code of a rule that raised: always judged as critical
 
 
 def _violations(found: Iterable[Violation] | None) -> list[Violation]:
@@ -53,8 +54,10 @@ class Kernel:
 
     The verdict of a decision is the strictest verdict among its violations, where a
     violation's verdict is its rule's own ``verdict`` if set, else the policy's verdict
-    for its severity. After a step the action has already run, so ``block`` and
-    ``replace`` found by :meth:`review` become ``warn``; ``terminate`` stays.
+    for its severity; a ``rule_error`` always gets the policy's verdict for critical, as a
+    rule's own ``verdict: allow`` is for what the rule finds, not for the rule breaking.
+    After a step the action has already run, so ``block`` and ``replace`` found by
+    :meth:`review` become ``warn``; ``terminate`` stays.
 
     The kernel never raises on a proposal or outcome: a rule that raises, or returns
     something that is not a valid :class:`Violation` (a NaN cost, say), yields a
@@ -89,7 +92,8 @@ class Kernel:
         return Context(episode, {r.name: r.initial_state() for r in self.rules} if self.rules else {})
 
     def verdict_of(self, violation: Violation) -> Verdict:
-        override = self._rule_verdicts.get(violation.rule)
+        override = (self._rule_verdicts.get(violation.rule)
+                    if violation.code != _RULE_ERROR else None)
         return override if override is not None else self._verdicts[violation.severity]
 
     def _judge(self, violations: list[Violation], stage: str) -> Decision:
@@ -97,7 +101,7 @@ class Kernel:
         verdict = Verdict.ALLOW
         cost = 0.0
         for v in violations:  # verdict_of, inlined: this runs on every violating step
-            found = overrides.get(v.rule) if overrides else None
+            found = overrides.get(v.rule) if overrides and v.code != _RULE_ERROR else None
             if found is None:
                 found = verdicts[v.severity]
             if found > verdict:
@@ -113,7 +117,7 @@ class Kernel:
             message = f"{type(exc).__name__}: {exc}"
         except Exception:  # an exception whose str() raises still names its type
             message = f"{type(exc).__name__} (its message could not be formatted)"
-        return [Violation(str(rule.name), "rule_error", Severity.CRITICAL, message,
+        return [Violation(str(rule.name), _RULE_ERROR, Severity.CRITICAL, message,
                           max(rule.cost, 1.0))]
 
     def _run(self, rules: list[Rule], stage: str, arg: Any, ctx: Context) -> Decision | None:
