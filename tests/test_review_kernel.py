@@ -236,6 +236,42 @@ def test_an_index_the_action_does_not_have_fails_closed(rule: dict[str, Any]) ->
     assert violation.code == "rule_error" and "outside the action's 2 entries" in violation.message
 
 
+@pytest.mark.parametrize("rule", [
+    {"kind": "forbidden_actions", "values": [1]},
+    {"kind": "rate", "values": [1], "limit": 1, "window": 2},
+])
+@pytest.mark.parametrize(("action", "fragment"), [
+    (np.array([1, 1]), "this action has 2 values"), (np.array([2, 1]), "this action has 2 values"),
+    (np.array([1.7], dtype=np.float32), "action value 1.7"),
+])
+def test_values_on_an_action_that_is_not_one_integer_fail_closed(
+        rule: dict[str, Any], action: np.ndarray, fragment: str) -> None:
+    """Were bugs (fail open, and a ban of a whole interval): ``values`` judged nothing of an
+    action of several values, and cut 1.7 down to the banned action 1."""
+    kernel = Kernel({"name": "p", "rules": [rule]})
+    (violation,) = kernel.decide(Proposal(action), kernel.new_context()).violations
+    assert violation.code == "rule_error" and fragment in violation.message
+
+
+@pytest.mark.parametrize("rule", [
+    {"kind": "forbidden_actions", "dims": {0: [1]}},
+    {"kind": "rate", "dims": {0: [1]}, "limit": 1, "window": 5},
+    {"kind": "budget", "action_costs": {1: 5.0}, "hard": 1},
+])
+def test_an_integral_action_value_is_read_as_its_integer_and_a_fraction_is_an_error(
+        rule: dict[str, Any]) -> None:
+    kernel = Kernel({"name": "p", "rules": [rule]})
+    ctx = kernel.new_context()
+    size = 2 if "dims" in rule else 1
+    one = np.array([1.0, 0.0])[:size]
+    if rule["kind"] == "rate":  # one counted action fills the window
+        kernel.review(Outcome(None, 0.0, False, False, {}, one, True), ctx)
+    whole = kernel.decide(Proposal(one), ctx)
+    assert whole.violations and whole.violations[0].code != "rule_error"
+    (violation,) = kernel.decide(Proposal(np.array([1.5, 0.0])[:size]), ctx).violations
+    assert violation.code == "rule_error" and "action value 1.5 is not an integer" in violation.message
+
+
 @pytest.mark.parametrize(("extra", "verdict", "ran"),
                          [({}, Verdict.WARN, 3), ({"verdict": "block"}, Verdict.BLOCK, 2)])
 def test_a_rate_limit_is_soft_under_its_default_verdict_and_enforced_by_block(

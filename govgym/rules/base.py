@@ -17,8 +17,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from govgym.kernel.types import Outcome, Proposal, Severity, Violation
 
-__all__ = ["INDEX_LIMIT", "RULE_KINDS", "Number", "Rule", "RuleParams", "register_rule", "rule_kind",
-           "unique_int_keys"]
+__all__ = ["INDEX_LIMIT", "RULE_KINDS", "Number", "Rule", "RuleParams", "discrete_value", "integral",
+           "register_rule", "rule_kind", "unique_int_keys"]
 
 #: Bound on an index into an action or observation in rule parameters (negative ones
 #: count from the end): larger ones cannot address anything, and overflow NumPy's index.
@@ -54,6 +54,33 @@ def unique_int_keys(value: Any) -> Any:
             raise ValueError(f"keys {seen[number]!r} and {key!r} name the same integer {number}")
         seen[number] = key
     return value
+
+
+def integral(value: Any, what: str) -> int:
+    """An action value as the integer it is; a value with a fraction (``1.7``) or that is
+    no number is an error naming ``what``, never cut down to an integer it is not."""
+    if isinstance(value, int | np.integer):
+        return int(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: action value {value!r} is not an integer") from None
+    if not number.is_integer():
+        raise ValueError(f"{what}: action value {number} is not an integer")
+    return int(number)
+
+
+def discrete_value(action: Any, what: str) -> int:
+    """The one integer of a ``Discrete`` action: an int, or an array of one integral value.
+    Any other action is an error naming ``what`` (raised in a rule, a ``rule_error``):
+    judging only one of its values would silently pass the rest."""
+    if type(action) is int:
+        return action
+    flat = np.asarray(action).reshape(-1)
+    if flat.size != 1:
+        raise ValueError(f"{what} judges a Discrete action (one integer); this action has "
+                         f"{flat.size} values: use dims for a MultiDiscrete action")
+    return integral(flat[0], what)
 
 
 class RuleParams(BaseModel):

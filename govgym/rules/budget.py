@@ -40,7 +40,7 @@ import numpy as np
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from govgym.kernel.types import Outcome, Proposal, Severity, Violation, check_cost
-from govgym.rules.base import Number, Rule, RuleParams, register_rule, unique_int_keys
+from govgym.rules.base import Number, Rule, RuleParams, integral, register_rule, unique_int_keys
 
 __all__ = ["Budget"]
 
@@ -104,7 +104,7 @@ class Budget(Rule):
                 raise ValueError(
                     f"action_costs prices a Discrete action (one integer); this action has "
                     f"{flat.size} values: use norm, or a world cost (info_key)")
-            return p.action_costs.get(int(flat[0]), 0.0)
+            return p.action_costs.get(integral(flat[0], "action_costs"), 0.0)
         flat = np.abs(np.asarray(action, dtype=np.float64).reshape(-1))
         norm = flat.sum() if p.norm == "l1" else float(np.hypot.reduce(flat)) if flat.size else 0.0
         return float(norm) * p.scale

@@ -22,8 +22,9 @@ there is none and the step is blocked. Discrete bans also give an exact action m
 and ``dims`` and ``ranges`` a per-dimension mask for ``MultiDiscrete``.
 
 A ``Discrete`` action may come as an int or an array of one value. An index (``dims``
-key, range ``index``) that the action does not have is an error of the rule, reported
-as a critical ``rule_error``: it never silently bans nothing.
+key, range ``index``) that the action does not have, ``values`` on an action of several
+values, or a ``values``/``dims`` value with a fraction (``1.7`` is not action 1) is an
+error of the rule, reported as a critical ``rule_error``: it never silently bans nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +36,16 @@ import numpy as np
 from pydantic import BeforeValidator, Field, StrictInt, model_validator
 
 from govgym.kernel.types import Proposal, Severity, Violation
-from govgym.rules.base import INDEX_LIMIT, Number, Rule, RuleParams, register_rule, unique_int_keys
+from govgym.rules.base import (
+    INDEX_LIMIT,
+    Number,
+    Rule,
+    RuleParams,
+    discrete_value,
+    integral,
+    register_rule,
+    unique_int_keys,
+)
 
 __all__ = ["ForbiddenActions"]
 
@@ -135,15 +145,13 @@ class ForbiddenActions(Rule):
         action = proposal.action
         found: list[Violation] = []
         if self._values:  # a Discrete action: an int, or an array of one (as budget and rate read it)
-            value = action if type(action) is int else np.asarray(action).reshape(-1)
-            if type(value) is not int and value.size == 1:
-                value = int(value[0])
-            if type(value) is int and value in self._values:
+            value = action if type(action) is int else discrete_value(action, "values")
+            if value in self._values:
                 found.append(self.violation("forbidden_value", f"action {value} is forbidden"))
         if self._dims:
             flat = np.asarray(action).reshape(-1)
             for dim, banned in self._dims.items():
-                value = int(entry(flat, dim, "dims key"))
+                value = integral(entry(flat, dim, "dims key"), f"dims key {dim}")
                 if value in banned:
                     found.append(self.violation("forbidden_value", f"action[{dim}]={value} is forbidden"))
         if self._ranges:

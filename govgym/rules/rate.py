@@ -6,7 +6,8 @@ verdict is ``warn``, so an action over the limit still runs and is penalised and
 ``verdict: block`` (or ``replace``), or a severity whose verdict stops the action; only
 then does the action mask leave counted actions out.
 
-Which actions count: ``values`` (a ``Discrete`` action's values), ``dims`` (values of
+Which actions count: ``values`` (a ``Discrete`` action's values; an action of several
+values, or one with a fraction, is a ``rule_error``), ``dims`` (values of
 ``MultiDiscrete`` dimensions), ``kinds`` (the world's ``meaning["kind"]``, e.g. a SQL
 statement kind), or every action when none is given. Example::
 
@@ -50,7 +51,7 @@ import numpy as np
 from pydantic import Field, StrictInt
 
 from govgym.kernel.types import Outcome, Proposal, Severity, Violation
-from govgym.rules.base import Rule, RuleParams, register_rule
+from govgym.rules.base import Rule, RuleParams, discrete_value, integral, register_rule
 from govgym.rules.forbidden_actions import Dims, dims_mask, entry
 
 __all__ = ["Rate"]
@@ -96,10 +97,11 @@ class Rate(Rule):
             return True
         if self._kinds and meaning and meaning.get("kind") in self._kinds:
             return True
-        flat = np.asarray(action).reshape(-1)
-        if self._values and flat.size == 1 and int(flat[0]) in self._values:
+        if self._values and discrete_value(action, "values") in self._values:
             return True
-        return any(int(entry(flat, d, "dims key")) in banned for d, banned in self._dims.items())
+        flat = np.asarray(action).reshape(-1)
+        return any(integral(entry(flat, d, "dims key"), f"dims key {d}") in banned
+                   for d, banned in self._dims.items())
 
     def _in_window(self, state: RateState) -> int:
         oldest = state.step - self.params.window
