@@ -6,6 +6,7 @@ Each test names the bug it pins down; each failed before its fix.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -221,6 +222,18 @@ def test_repair_stays_inside_the_space_and_out_of_every_range() -> None:
                                           "ranges": [{"index": 0, "low": -3, "high": 3}]}]}
     rule = Kernel(everything).rules[0]
     assert rule.repair(np.array([0.5], dtype=np.float32), gym.spaces.Box(-2, 2, (1,))) is None
+
+
+@pytest.mark.parametrize(("low", "high", "proposed", "expected"), [
+    (2.5, math.inf, 3, 2), (2.5, 1e30, 4, 2),  # were OverflowError: replace became block
+    (0.5, 2.5, 1, 0), (0.5, 2.5, 2, 3),  # 3 was lost: int(2.5) = 2 is inside the range
+])
+def test_repair_of_an_integer_box_rounds_each_boundary_to_its_allowed_side(
+        low: float, high: float, proposed: int, expected: int) -> None:
+    space = gym.spaces.Box(-5, 5, (1,), np.int64)
+    rule = Kernel({"name": "p", "rules": [{"kind": "forbidden_actions",
+                                           "ranges": [{"low": low, "high": high}]}]}).rules[0]
+    assert rule.repair(np.array([proposed]), space).tolist() == [expected]
 
 
 @pytest.mark.parametrize("rule", [

@@ -29,6 +29,7 @@ error of the rule, reported as a critical ``rule_error``: it never silently bans
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -198,7 +199,16 @@ class ForbiddenActions(Rule):
             candidates = []
             for r in ranges:
                 for boundary, outward in ((r.low, -np.inf), (r.high, np.inf)):
-                    value = dtype.type(boundary)
+                    if dtype.kind in "iu":  # the nearest integer on the allowed side
+                        if not math.isfinite(boundary):
+                            continue  # an infinite end bans everything past it
+                        whole = math.floor(boundary) if outward < 0 else math.ceil(boundary)
+                        limits = np.iinfo(dtype)
+                        if not limits.min <= whole <= limits.max:
+                            continue
+                        value = dtype.type(whole)
+                    else:
+                        value = dtype.type(boundary)
                     if dtype.kind == "f" and _inside(float(value), r):  # rounded into the range
                         value = np.nextafter(value, dtype.type(outward))
                     v = float(value)
