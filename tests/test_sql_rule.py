@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import govgym  # noqa: F401  (registers the env specs)
+import govgym  # registers the env specs
 from govgym import Kernel, Outcome, PolicyError, Proposal, Severity, Verdict, load_policy
 from govgym.rules.sql import SEVERITIES, SQL, check_sql
 from govgym.rules.sql_engine import (
@@ -686,6 +686,29 @@ def test_after_return_value_denies_the_statement_in_the_world() -> None:
     assert info["engine"]["denied"] is True
     assert "row-change cap exceeded" in info["engine"]["error"]
     assert info["damage"]["rows_modified"] == 0
+
+
+@pytest.mark.parametrize("bad", [{"cost_limit": -1}, {"max_episode_steps": 0},
+                                 {"safe_action": "not an action"}, {"shaping": {"max_penalty": -1}},
+                                 {"audit_path": "{missing}/no/such/folder/audit.jsonl"}])
+def test_a_refused_governed_env_leaves_the_world_unguarded(bad: dict[str, Any], tmp_path: Any) -> None:
+    """Was a bug: the rules attached (the engine guard installed) before the other
+    arguments were checked, so a refused GovernedEnv left its world guarded."""
+    if "audit_path" in bad:
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        bad = {"audit_path": str(blocker / "audit.jsonl")}  # a folder that is a file
+    world = SQLWorld(action_mode="text")
+    with pytest.raises((ValueError, OSError)):
+        govgym.GovernedEnv(world, SAFETY, **bad)
+    world.reset(seed=0, options={"task": STALE})
+    *_, info = world.step("UPDATE orders SET status = 'cancelled' "
+                          "WHERE status = 'pending' AND created_at < '2024-01-01'")
+    assert info["engine"]["denied"] is False and info["damage"]["rows_modified"] > 0
+    governed = govgym.GovernedEnv(world, SAFETY)  # accepted: now the guard is on
+    governed.reset(seed=0, options={"task": STALE})
+    *_, info = world.step("UPDATE orders SET status = 'cancelled' WHERE id = 1")
+    assert info["engine"]["denied"] is True
 
 
 # -- check_sql -------------------------------------------------------------------------------------

@@ -249,13 +249,15 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._describe = getattr(env.unwrapped, "describe", None)
         self._world_idle_info = getattr(env.unwrapped, "idle_info", None)
         self._episode = -1
-        self._cost_limit: float | None = None
-        self.kernel = Kernel(policy.monitor_only()) if monitor else Kernel(policy, intervention)
+        # every argument is checked before the kernel's rules attach to the world (the sql
+        # rule installs its engine guard there): a refused wrapper leaves the world as it was
+        kernel = Kernel(policy.monitor_only()) if monitor else Kernel(policy, intervention)
         self.shaping = Shaping.off() if monitor else Shaping.from_config(shaping)
         self.safe_action = safe_action
         if safe_action is not None:
             self._check_safe_action()
-        self.cost_limit = cost_limit
+        self._cost_limit: float | None = (
+            None if cost_limit is None else check_cost(cost_limit, "cost_limit"))
         if max_episode_steps is not None and (
                 isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int | np.integer)
                 or (max_episode_steps < 1 and max_episode_steps != -1)):
@@ -277,6 +279,12 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             run = run_id or uuid.uuid4().hex[:12]
             path = str(audit_path).replace("{run}", run)
             self.recorder = Recorder(path, run_id=run, flush_every=flush_every)
+        try:
+            self.kernel = kernel  # attaches the rules; the info templates follow its rules
+        except BaseException:
+            if self.recorder is not None:
+                self.recorder.close()
+            raise
         self._step = 0
         self._last_obs: Any = None
         self._episode_cost = 0.0
