@@ -235,6 +235,8 @@ def test_every_record_is_strict_json(tmp_path: Path) -> None:
                    "allow", reward_delta=float("-inf"))
         rec.append(0, 1, {"action": [1], "meaning": {"big": 10**5000}}, "allow")
         rec.append(0, 2, [0], "allow")
+        rec.append(0, 3, [10**5000], "allow")  # was ValueError: the one-int fast path
+        rec.append(10**5000, 4, [1], "allow")
 
     def no_constants(token: str) -> Any:
         raise AssertionError(f"not strict JSON: {token}")
@@ -242,8 +244,10 @@ def test_every_record_is_strict_json(tmp_path: Path) -> None:
     for line in lines_of(path):
         json.loads(line, parse_constant=no_constants)
     log = read(path)
-    assert log.ok and [r["step"] for r in log.records] == [0, 1, 2]
-    first, second, _ = log.records
+    assert log.ok and [r["step"] for r in log.records] == [0, 1, 2, 3, 4]
+    first, second, _, fourth, fifth = log.records
+    huge = f"<int of {(10**5000).bit_length()} bits>"
+    assert fourth["proposal"] == [huge] and fifth["episode"] == huge
     assert first["proposal"] == {"action": ["NaN", 1.0], "meaning": {"v": "Infinity"}}
     assert first["reward_delta"] == "-Infinity"
     assert second["proposal"]["meaning"]["big"] == f"<int of {(10**5000).bit_length()} bits>"

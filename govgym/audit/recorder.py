@@ -281,7 +281,10 @@ class _Strings(dict[Any, str]):
 def _summary(proposal: Any, verdict: Any, cost: Any, delta: Any, agent: Any) -> str:
     """A record's text from ``,"agent":`` to the ``reward_delta`` value, for any values."""
     if type(proposal) is list and len(proposal) == 1 and type(proposal[0]) is int:
-        proposal_json = f"[{proposal[0]}]"
+        try:
+            proposal_json = f"[{proposal[0]}]"
+        except ValueError:  # an int too long to print: _encode spells it as strict JSON does
+            proposal_json = _encode(proposal)
     else:
         proposal_json = _encode(proposal)
     return (f',"agent":{"null" if agent is None else _string(agent)},"proposal":{proposal_json},'
@@ -371,7 +374,7 @@ def _integer(value: Any) -> str:
     """JSON text of an integer (a NumPy one too); any other value is encoded as it is."""
     try:
         return str(operator.index(value))
-    except TypeError:
+    except (TypeError, ValueError):  # not an integer, or one too long to print
         return _encode(value)
 
 
