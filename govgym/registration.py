@@ -41,6 +41,7 @@ from govgym import _yaml
 from govgym._paths import data_dir
 from govgym.kernel.policy import PolicyError, available_policies, load_policy
 from govgym.kernel.types import Severity, Verdict, check_cost
+from govgym.shaping import Shaping
 from govgym.wrappers.governed import GovernedEnv
 
 __all__ = ["ENV_SPECS", "EnvSpecError", "EnvSpecFile", "load_env_specs", "make", "make_governed",
@@ -156,8 +157,29 @@ def _check_policy(value: Any) -> str | None:
     return None
 
 
+def _check_shaping(value: Any) -> str | None:
+    if not isinstance(value, Mapping):
+        return f"a mapping, got {value!r}"
+    try:
+        Shaping.from_config(value)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def _check_safe_action(value: Any) -> str | None:
+    """A number or a (nested) list of numbers; whether the world's action space holds it
+    is known only once the world is built, and GovernedEnv checks it then."""
+    def numeric(v: Any) -> bool:
+        if isinstance(v, list):
+            return bool(v) and all(numeric(x) for x in v)
+        return isinstance(v, int | float) and not isinstance(v, bool)
+    return None if numeric(value) else f"a number or a list of numbers, got {value!r}"
+
+
 _FIELD_CHECKS = {
-    "world_kwargs": _check_mapping, "shaping": _check_mapping, "policy": _check_policy,
+    "world_kwargs": _check_mapping, "shaping": _check_shaping, "policy": _check_policy,
+    "safe_action": _check_safe_action,
     "intervention": _check_intervention, "cost_limit": _check_cost_limit,
     "max_episode_steps": _check_steps,
 }
@@ -239,11 +261,13 @@ def make_governed(world: str, policy: Any, world_kwargs: Mapping[str, Any] | Non
 def register_env_specs(specs: Mapping[str, EnvSpecFile] | None = None) -> None:
     """Register env specs with Gymnasium (all shipped ones by default)."""
     specs = load_env_specs() if specs is None else specs
-    for spec in specs.values():
+    for spec in specs.values():  # every conflict first: all of the specs register, or none
         registered = gym.registry.get(spec.id)
         if registered is not None and registered.entry_point != _ENTRY_POINT:
             raise EnvSpecError(f"{spec.source}: id {spec.id!r} is already registered with "
                                f"Gymnasium by {registered.entry_point!r}; choose another id")
+    for spec in specs.values():
+        registered = gym.registry.get(spec.id)
         if registered is not None:  # ours: a spec registered again replaces the old one
             del gym.registry[spec.id]
         ENV_SPECS[spec.id] = spec

@@ -380,6 +380,30 @@ def test_bug_env_spec_clashing_with_an_existing_gym_id_is_not_silently_ungoverne
     assert is_governed(govgym.make("CartPole-v1")), "the spec is listed but the env is ungoverned"
 
 
+def test_bug_a_clash_registers_none_of_the_specs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # was: specs before the clashing one stayed registered (registration half-applied)
+    monkeypatch.setattr(registration, "ENV_SPECS", dict(registration.ENV_SPECS))
+    monkeypatch.setitem(gym.registry, "CartPole-v1", gym.registry["CartPole-v1"])
+    fine = EnvSpecFile(id="Review-Fine-v0", world="CartPole-v1", policy="empty", source="a.yaml")
+    clash = EnvSpecFile(id="CartPole-v1", world="CartPole-v1", policy="empty", source="c.yaml")
+    with pytest.raises(EnvSpecError, match=r"c\.yaml: id 'CartPole-v1' is already registered"):
+        register_env_specs({fine.id: fine, clash.id: clash})
+    assert "Review-Fine-v0" not in gym.registry and "Review-Fine-v0" not in registration.ENV_SPECS
+
+
+@pytest.mark.parametrize(("line", "fragment"), [
+    ("shaping: {max_penalty: -1}", "max_penalty"), ("shaping: {bonus: 1}", "unknown shaping keys"),
+    ("shaping: {penalties: {huge: 1}}", "huge"), ("safe_action: left", "a number or a list"),
+    ("safe_action: [1, [true]]", "a number or a list"),
+])
+def test_bug_env_spec_shaping_and_safe_action_fail_at_load(tmp_path: Path, line: str,
+                                                           fragment: str) -> None:
+    # was: loaded and registered; gym.make raised later without the file or the field
+    text = spec_error(tmp_path, GOOD_SPEC + line + "\n")
+    field_name = line.split(":")[0]
+    assert "mine.yaml" in text and f"field {field_name!r}" in text and fragment in text
+
+
 def test_bug_reregistered_govgym_id_does_not_disagree_with_env_specs(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # now: ENV_SPECS (what `govgym envs` prints) says policy=empty, gym.make builds the old
