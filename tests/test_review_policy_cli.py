@@ -227,6 +227,20 @@ def test_bug_pathlike_without_yaml_suffix_is_a_path(tmp_path: Path,
     assert load_policy(Path("mine")).name == "mine"
 
 
+def test_bug_a_file_named_without_a_suffix_loads_as_text_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # was: `govgym policy show mine` said "no policy named 'mine'" (rc 2) while
+    # `govgym policy check mine` read the file; a shipped name still comes first
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "name: mine\nrules: []\n", name="mine")
+    write(tmp_path, "name: impostor\nrules: []\n", name="empty")
+    assert load_policy("mine").name == "mine" and load_policy("empty").name == "empty"
+    code, out, _ = cli(capsys, "policy", "show", "mine")
+    assert code == 0 and "mine" in out
+    code, _, err = cli(capsys, "policy", "show", "nope")
+    assert code == 2 and "no policy named 'nope' and no such file" in err
+
+
 def test_bug_directory_is_reported_as_a_directory(tmp_path: Path) -> None:
     # now: "no such policy file: <dir>" although it exists (policy.py load_policy)
     folder = tmp_path / "policy.yaml"

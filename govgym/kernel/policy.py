@@ -156,6 +156,8 @@ def available_policies() -> dict[str, Path]:
 def load_policy(spec: Policy | Mapping[str, Any] | str | PathLike[str] | None) -> Policy:
     """Load a policy by name (from ``policies/``), from a YAML path, or from a dict.
 
+    A bare word is a shipped policy's name first, else a file of that name.
+
     ``None`` gives the empty policy (no rules: every proposal is allowed).
     """
     if spec is None:
@@ -170,10 +172,12 @@ def load_policy(spec: Policy | Mapping[str, Any] | str | PathLike[str] | None) -
                        or "/" in text or "\\" in text)
     if not looks_like_path:
         known = available_policies()
-        if text not in known:
+        if text in known:
+            path = known[text]
+        elif not path.is_file():  # a file named without a suffix is read as the file
             names = ", ".join(known) or "(none found)"
-            raise PolicyError(text, [("name", f"no policy named {text!r}; available: {names}")])
-        path = known[text]
+            raise PolicyError(text, [("name", f"no policy named {text!r} and no such file; "
+                                              f"available: {names}")])
     if path.is_dir():
         raise PolicyError(text, [("path", f"{text} is a directory, not a policy file")])
     if not path.is_file():
