@@ -459,6 +459,25 @@ def test_a_line_no_crash_leaves_breaks_the_chain(tmp_path: Path, junk: str, wher
     assert main(["audit", "verify", str(path)]) == 1
 
 
+@pytest.mark.parametrize(("edit", "line"), [
+    (lambda lines: lines.__setitem__(0, b"\xef\xbb\xbf" + lines[0]), 1),  # a byte-order mark
+    (lambda lines: lines.__setitem__(2, lines[2].replace(b'"verdict":', b'"verdict"\xff:')), 3),
+    (lambda lines: lines.__setitem__(1, lines[1].replace(b'"verdict":', b'"verdict"')), 2),
+])
+def test_a_whole_record_made_unreadable_is_named_where_it_is(tmp_path: Path, edit, line: int) -> None:
+    """Was a bug: a record whose line no longer parsed (a BOM before it, a byte that is not
+    UTF-8, an edit that broke the JSON) counted as torn, and the chain was blamed on the
+    line after it ("broken at 2" for a BOM on line 1)."""
+    path = tmp_path / "a.jsonl"
+    write_log(path, n=4)
+    lines = path.read_bytes().splitlines()
+    edit(lines)
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    log = read(path)
+    assert not log.ok and log.first_broken == line and not log.torn
+    assert "not a hash-chained record" in (log.problem or "") and len(log.records) == line - 1
+
+
 def test_a_crash_in_the_middle_then_a_resumed_recorder_verifies(tmp_path: Path) -> None:
     """The honest case beside the one above: a crash cuts the record being written,
     a recorder opened afterwards goes on from the last complete record."""

@@ -131,11 +131,16 @@ def read(path: str | os.PathLike[str]) -> AuditLog:
     for number, raw in enumerate(raw_lines, start=1):
         if not raw:
             continue
+        # a line that is not JSON keeps its text: one that still ends in a record's hash
+        # (a byte-order mark before it, an edit that broke the JSON) is no crash's doing
         try:
             line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            line = raw.decode("utf-8", "replace")
+        try:
             record = json.loads(line)
-        except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
-            line, record = "", None
+        except ValueError:
+            record = None
         match = _TAIL.search(line)
         if record is None and match is None:  # what a crash mid-write leaves, or junk
             problem = _not_a_crash(raw, expected_seq)
