@@ -190,6 +190,7 @@ class ForbiddenActions(Rule):
         result = flat.astype(dtype)
         lows = _space_bound(space, "low", -np.inf, flat.size)
         highs = _space_bound(space, "high", np.inf, flat.size)
+        limits = np.iinfo(dtype) if dtype.kind in "iu" else None  # an integer dtype's range
         for i, ranges in _by_entry(self._ranges, flat.size).items():
             a = float(flat[i])
             if a != a:
@@ -203,7 +204,6 @@ class ForbiddenActions(Rule):
                         if not math.isfinite(boundary):
                             continue  # an infinite end bans everything past it
                         whole = math.floor(boundary) if outward < 0 else math.ceil(boundary)
-                        limits = np.iinfo(dtype)
                         if not limits.min <= whole <= limits.max:
                             continue
                         value = dtype.type(whole)
