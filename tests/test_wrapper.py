@@ -280,3 +280,28 @@ def test_a_repair_that_raises_falls_back_instead_of_crashing_the_step() -> None:
     *_, info = env.step(0)
     assert info["governance"]["verdict"] == "replace" and info["governance"]["executed_action"] == [1]
     env.close()
+
+
+def test_a_repair_that_raises_is_reported_in_info_and_the_audit_record(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Found by review: a repair that raised was swallowed without a trace, so the audit
+    record of the step said nothing of the rule that broke."""
+    log = tmp_path / "audit.jsonl"
+    env = GovernedEnv(gym.make("CartPole-v1"), {"name": "no-left", "rules": [
+        {"kind": "forbidden_actions", "values": [0], "severity": "high"}]},
+        intervention={"high": "replace"}, safe_action=1, audit_path=log)
+    env.reset(seed=0)
+
+    def broken(action, space):  # type: ignore[no-untyped-def]
+        raise RuntimeError("repair failed")
+
+    env.kernel.rules[0].repair = broken  # type: ignore[method-assign]
+    *_, info = env.step(0)
+    expected = [{"rule": env.kernel.rule_names[0], "error": "RuntimeError: repair failed"}]
+    assert info["governance"]["repair_errors"] == expected
+    assert info["cost"] == 1.0  # the proposal's own violation, nothing more
+    *_, clean = env.step(1)  # a step that needs no repair says nothing of one
+    assert "repair_errors" not in clean["governance"]
+    env.close()
+    records = govgym.audit.read(log).records
+    assert records[0]["extra"] == {"executed_action": [1], "repair_errors": expected}
+    assert "extra" not in records[1]

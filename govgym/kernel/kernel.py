@@ -32,6 +32,14 @@ _AFTER_THE_FACT = {Verdict.BLOCK: Verdict.WARN, Verdict.REPLACE: Verdict.WARN}
 _RULE_ERROR = "rule_error"  # the code of a rule that raised: always judged as critical
 
 
+def error_message(exc: BaseException) -> str:
+    """``"Type: message"`` of an exception; its type alone if ``str(exc)`` raises."""
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:  # an exception whose str() raises still names its type
+        return f"{type(exc).__name__} (its message could not be formatted)"
+
+
 def _violations(found: Iterable[Violation] | None) -> list[Violation]:
     """A rule's result as a list, every item checked to be a Violation."""
     result = list(found) if found else []
@@ -113,11 +121,7 @@ class Kernel:
 
     @staticmethod
     def _rule_error(rule: Rule, exc: Exception) -> list[Violation]:
-        try:
-            message = f"{type(exc).__name__}: {exc}"
-        except Exception:  # an exception whose str() raises still names its type
-            message = f"{type(exc).__name__} (its message could not be formatted)"
-        return [Violation(str(rule.name), _RULE_ERROR, Severity.CRITICAL, message,
+        return [Violation(str(rule.name), _RULE_ERROR, Severity.CRITICAL, error_message(exc),
                           max(rule.cost, 1.0))]
 
     def _run(self, rules: list[Rule], stage: str, arg: Any, ctx: Context) -> Decision | None:

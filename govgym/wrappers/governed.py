@@ -23,6 +23,7 @@ from govgym.kernel import (
     Violation,
     load_policy,
 )
+from govgym.kernel.kernel import error_message
 from govgym.kernel.types import SEVERITY_NAMES, check_cost
 from govgym.shaping import Shaping
 from govgym.wrappers.info import StepInfo
@@ -149,7 +150,11 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     - ``cost_<rule>``: the same per rule, for every rule of the policy
     - ``governance``: ``verdict``, ``violations`` (plain dicts with ``stage`` and
       ``executed``), ``proposed_action``, ``executed_action`` (``None`` if nothing ran),
-      ``terminated_by_policy``, ``raw_reward`` and ``reward_delta``
+      ``terminated_by_policy``, ``raw_reward`` and ``reward_delta``; on a ``replace``
+      step in which a rule's ``repair`` raised, also ``repair_errors`` (``{"rule",
+      "error"}`` each, in the audit record's ``extra`` too): that repair offered nothing
+      and the fallbacks ran, so neither verdict nor cost changes, as whatever runs
+      instead is judged by the kernel like any action
     - ``episode_cost``, ``episode_violations``, ``episode_executed_violations``: running
       totals of the episode so far (0 on reset), so the last step's info has the
       episode's totals whoever ended it; ``cost_limit`` when one is set
@@ -371,16 +376,21 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         decision = self.kernel.decide(self.propose(action), self._ctx)
         return decision if decision.executes else None
 
-    def _substitute(self, action: Any) -> tuple[Any, Decision] | None:
+    def _substitute(self, action: Any, broken: list[dict[str, str]]
+                    ) -> tuple[Any, Decision] | None:
         """What the ``replace`` verdict runs, with the kernel's decision on it: the rules'
         repair of ``action``, else ``safe_action``, else (discrete spaces) the first
-        allowed action; ``None`` when none of them may run."""
+        allowed action; ``None`` when none of them may run.
+
+        A repair that raises offers nothing (the fallbacks still apply); it is appended
+        to ``broken`` as ``{"rule", "error"}``, for the info and the audit record."""
         space = self.action_space
         candidate = action
         for rule in self.kernel.rules:
             try:
                 repaired = rule.repair(candidate, space)
-            except Exception:  # a broken repair offers nothing: the fallbacks below still apply
+            except Exception as exc:  # a broken repair offers nothing, and is reported
+                broken.append({"rule": str(rule.name), "error": error_message(exc)})
                 repaired = None
             if repaired is not None:
                 candidate = repaired
@@ -497,8 +507,9 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             verdict = _ALLOW
         to_run = action
         substitute = None  # the kernel's decision on a replacement, when one runs
+        broken_repairs: list[dict[str, str]] = []
         if verdict == _REPLACE:
-            found = self._substitute(action)
+            found = self._substitute(action, broken_repairs)
             if found is None:
                 to_run, verdict = None, _BLOCK
             else:
@@ -543,14 +554,19 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         governance["terminated_by_policy"] = stopped_by_policy
         governance["raw_reward"] = raw_reward
         governance["reward_delta"] = delta
+        if broken_repairs:
+            governance["repair_errors"] = broken_repairs
         # the end of every step: the audit record, running episode totals, the step limit
         recorder = self.recorder
         if recorder is not None:
             summary = proposed
             if proposed_meaning:
                 summary = {"action": proposed, "meaning": summarize_meaning(proposed_meaning)}
+            extra = {"executed_action": executed} if to_run is not action else None
+            if broken_repairs:
+                extra = {**(extra or {}), "repair_errors": broken_repairs}
             recorder.append(self._episode, self._step, summary, final_name, violations, cost, delta,
-                            extra={"executed_action": executed} if to_run is not action else None)
+                            extra=extra)
         step = self._step = self._step + 1
         # what proposals see and a blocked step returns: a copy when steps can be blocked,
         # as the caller may edit the observation it got in place
