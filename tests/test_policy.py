@@ -39,6 +39,19 @@ def test_unknown_name_lists_available() -> None:
     assert "cartpole-envelope" in message
 
 
+def test_something_that_is_no_policy_is_named_by_its_type() -> None:
+    """Was a bug: anything else went through str(), so a Kernel passed as a policy was
+    reported as "no policy named '<govgym.kernel.kernel.Kernel object at 0x...>'"."""
+    import gymnasium as gym
+
+    from govgym import GovernedEnv, Kernel
+
+    with pytest.raises(TypeError, match=r"not Kernel: pass its \.policy, or assign the kernel"):
+        GovernedEnv(gym.make("CartPole-v1"), Kernel("cartpole-envelope"))
+    with pytest.raises(TypeError, match="a name, a path, a mapping or a Policy, not int"):
+        load_policy(3)  # type: ignore[arg-type]
+
+
 def test_a_policy_folder_may_hold_yml_files_as_the_envs_folder_may(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "short.yml").write_text("name: short\nrules: []\n")

@@ -3,6 +3,7 @@ the decision cache, policy validation, the engine-denied path and ``check_sql``.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import sqlite3
 import sys
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 
 import govgym  # registers the env specs
-from govgym import Kernel, Outcome, PolicyError, Proposal, Severity, Verdict, load_policy
+from govgym import Kernel, Outcome, Policy, PolicyError, Proposal, Severity, Verdict, load_policy
+from govgym.rules import RULE_KINDS, Rule
 from govgym.rules.sql import SEVERITIES, SQL, check_sql
 from govgym.rules.sql_engine import (
     SAVEPOINT_NAME,
@@ -709,6 +711,65 @@ def test_a_refused_governed_env_leaves_the_world_unguarded(bad: dict[str, Any], 
     governed.reset(seed=0, options={"task": STALE})
     *_, info = world.step("UPDATE orders SET status = 'cancelled' WHERE id = 1")
     assert info["engine"]["denied"] is True
+
+
+
+_STALE_UPDATE = ("UPDATE orders SET status = 'cancelled' "
+                 "WHERE status = 'pending' AND created_at < '2024-01-01'")
+
+
+def test_a_new_kernel_detaches_the_old_kernels_engine_guard() -> None:
+    """Was a bug: assigning GovernedEnv.kernel attached the new rules but left the old
+    kernel's engine guard installed, so a kernel without an sql rule still had the world
+    deny statements its verdict allowed (the audit said allow, the engine said denied)."""
+    world = SQLWorld(action_mode="text")
+    governed = govgym.GovernedEnv(world, SAFETY)
+    assert world.engine_guard is not None
+    governed.kernel = Kernel({"name": "none", "rules": []})
+    assert world.engine_guard is None
+    governed.reset(seed=0, options={"task": STALE})
+    *_, info = governed.step(_STALE_UPDATE)
+    assert info["engine"]["denied"] is False and info["damage"]["rows_modified"] > 0
+    assert info["governance"]["verdict"] == "allow"
+    governed.kernel = Kernel(SAFETY)  # and back: the new kernel's own guard
+    assert world.engine_guard is governed.kernel.rules[0].guards[-1]
+    governed.reset(seed=0, options={"task": STALE})
+    *_, info = world.step(_STALE_UPDATE)  # past the kernel: the engine itself denies it
+    assert info["engine"]["denied"] is True
+
+
+class _AttachFails(Rule):
+    """A rule kind whose attach() always raises."""
+
+    kind = "test_attach_fails"
+
+    def attach(self, world: Any) -> None:
+        raise RuntimeError("cannot attach")
+
+
+def _failing_to_attach(policy: str) -> Policy:
+    """``policy`` plus a last rule whose attach() raises."""
+    base = load_policy(policy)
+    breaks = load_policy({"name": "x", "rules": [{"kind": _AttachFails.kind}]})
+    return dataclasses.replace(base, rules=[*base.rules, *breaks.rules])
+
+
+def test_a_kernel_that_fails_to_attach_leaves_nothing_attached(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was a bug: when a later rule's attach() raised, the earlier rules stayed attached:
+    a refused GovernedEnv left its world guarded, and a refused kernel swap left the env
+    judging with the old kernel while the world enforced the new one's guard."""
+    monkeypatch.setitem(RULE_KINDS, _AttachFails.kind, _AttachFails)
+    world = SQLWorld(action_mode="text")
+    with pytest.raises(RuntimeError, match="cannot attach"):
+        govgym.GovernedEnv(world, _failing_to_attach(SAFETY))
+    assert world.engine_guard is None
+    governed = govgym.GovernedEnv(world, WRITES)
+    kept, guard = governed.kernel, world.engine_guard
+    with pytest.raises(RuntimeError, match="cannot attach"):
+        governed.kernel = Kernel(_failing_to_attach(SAFETY))
+    assert governed.kernel is kept
+    assert world.engine_guard is not None and world.engine_guard is not guard  # re-attached
+    assert world.engine_guard is kept.rules[0].guards[-1]
 
 
 # -- check_sql -------------------------------------------------------------------------------------

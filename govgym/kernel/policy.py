@@ -166,6 +166,11 @@ def load_policy(spec: Policy | Mapping[str, Any] | str | PathLike[str] | None) -
         return spec
     if isinstance(spec, Mapping):
         return _from_data(spec, "<dict>", None)
+    if not isinstance(spec, str | PathLike):
+        hint = (": pass its .policy, or assign the kernel to GovernedEnv.kernel"
+                if hasattr(spec, "policy") and hasattr(spec, "decide") else "")
+        raise TypeError(f"a policy is a name, a path, a mapping or a Policy, "
+                        f"not {type(spec).__name__}{hint}")
     text = str(spec)
     path = Path(text)
     looks_like_path = (isinstance(spec, PathLike) or path.suffix in {".yaml", ".yml"}

@@ -152,7 +152,13 @@ class Rule:
 
         A rule that also enforces itself inside the world (the ``sql`` rule installs an
         SQLite authorizer on the world's connection) does it here; most rules do nothing.
+        A rule that installs something also implements :meth:`detach`.
         """
+
+    def detach(self, world: Any) -> None:
+        """Undo :meth:`attach` on ``world``: remove what it installed there, if it is
+        still installed. Called when a wrapper's kernel is replaced, and when attaching
+        a kernel's rules fails part-way (for the rules already attached)."""
 
     def violation(self, code: str, message: str, severity: Severity | None = None,
                   cost: float | None = None) -> Violation:

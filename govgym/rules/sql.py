@@ -535,6 +535,12 @@ class SQL(Rule):
         setter(guard)
         self.guards.append(guard)
 
+    def detach(self, world: Any) -> None:
+        installed = getattr(world, "engine_guard", None)
+        if installed is not None and any(installed is g for g in self.guards):
+            world.set_engine_guard(None)
+            self.guards = [g for g in self.guards if g is not installed]
+
     def review(self, outcome: Outcome, state: Any) -> Sequence[Violation]:
         if not outcome.executed:
             return ()

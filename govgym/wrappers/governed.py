@@ -298,13 +298,16 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     @property
     def kernel(self) -> Kernel:
-        """The kernel that judges every step. Assigning another one takes effect at once
-        (its rules are attached to the world, unless this env is a monitor, and start
-        from a fresh context)."""
+        """The kernel that judges every step. Assigning another one takes effect at once:
+        unless this env is a monitor, the current kernel's rules are detached from the
+        world (``Rule.detach``: the sql rule's engine guard is removed) and the new
+        kernel's attached, all or nothing; its rules start from a fresh context."""
         return self._kernel
 
     @kernel.setter
     def kernel(self, kernel: Kernel) -> None:
+        if not self._monitor:  # a monitor measures the world as it is: no enforcement inside it
+            self._attach(kernel)
         self._kernel = kernel
         names = kernel.rule_names
         self._cost_keys = [f"cost_{name}" for name in names]
@@ -319,9 +322,27 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             Verdict.parse(c.verdict) == _ALLOW for c in kernel.policy.rules if c.verdict is not None)
         self._ctx = kernel.new_context(max(self._episode, 0))
         self.cost_limit = self._cost_limit  # the info templates hold the cost_<rule> keys
-        if not self._monitor:  # a monitor measures the world as it is: no enforcement inside it
+
+    def _attach(self, kernel: Kernel) -> None:
+        """Detach the current kernel's rules from the world and attach ``kernel``'s; all or
+        nothing: if one of them fails to attach, the ones attached are detached, the
+        current kernel's are attached again, and the error is raised."""
+        world = self.env.unwrapped
+        current = getattr(self, "_kernel", None)
+        old = [] if current is None or current is kernel else current.rules
+        for rule in reversed(old):
+            rule.detach(world)
+        attached: list[Any] = []
+        try:
             for rule in kernel.rules:
-                rule.attach(self.env.unwrapped)
+                rule.attach(world)
+                attached.append(rule)
+        except BaseException:
+            for rule in reversed(attached):
+                rule.detach(world)
+            for rule in old:
+                rule.attach(world)
+            raise
 
     @property
     def cost_limit(self) -> float | None:

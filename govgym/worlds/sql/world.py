@@ -503,6 +503,11 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
             return self.task.gold_sql
         return np.array(self.task.gold_action, dtype=np.int64)
 
+    @property
+    def engine_guard(self) -> EngineGuard | None:
+        """The guard :meth:`set_engine_guard` installed, or ``None``."""
+        return self._guard
+
     def set_engine_guard(self, guard: EngineGuard | None) -> None:
         """Install ``guard`` on the engine (``None`` removes it), now and after every reset.
 
