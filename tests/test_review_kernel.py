@@ -162,6 +162,88 @@ def test_budget_refuses_a_world_cost_that_is_not_a_number(bad: Any) -> None:
     assert decision.violations[0].code == "invalid_cost" and ctx.state["b"].spent == 0.0
 
 
+
+def _world_budget(**params: Any) -> Kernel:
+    return Kernel({"name": "p", "rules": [{"kind": "budget", "name": "b", "info_key": "energy",
+                                           **params}]})
+
+
+def _spend(kernel: Kernel, ctx: Any, energy: Any = 5.0, key: str = "energy") -> Any:
+    return kernel.review(Outcome(None, 0.0, False, False, {key: energy}, 0, True), ctx)
+
+
+def test_a_world_cost_budget_spent_past_its_hard_limit_stops_the_next_proposals() -> None:
+    """Was a bug (fail open): a world-cost budget never judged proposals, and a verdict
+    found after a step can only warn, so a hard limit with verdict block (or replace)
+    let the world run and spend for the rest of the episode."""
+    kernel = _world_budget(hard=1.0, soft=0.5, hard_severity="high")  # high -> block
+    ctx = kernel.new_context()
+    assert kernel.decide(Proposal(0), ctx).verdict == Verdict.ALLOW
+    crossed = _spend(kernel, ctx, 5.0)
+    assert [v.code for v in crossed.violations] == ["hard_limit"]  # the crossing, once
+    for _ in range(3):
+        pre = kernel.decide(Proposal(0), ctx)
+        assert pre.verdict == Verdict.BLOCK and pre.violations[0].code == "hard_limit"
+        assert "already > hard limit" in pre.violations[0].message
+    assert ctx.state["b"].spent == 5.0  # judging spends nothing
+    assert kernel.new_context().state["b"].spent == 0.0  # a new episode starts afresh
+
+
+def test_a_world_cost_budget_reports_each_step_over_a_limit_once() -> None:
+    kernel = _world_budget(hard=10.0, soft=2.0)  # soft: medium -> warn; hard: critical
+    ctx = kernel.new_context()
+    found = []
+    for energy in (1.0, 2.0, 3.0, 5.0):
+        pre = kernel.decide(Proposal(0), ctx)
+        post = _spend(kernel, ctx, energy)
+        found.append(([v.code for v in pre.violations], [v.code for v in post.violations]))
+    assert found == [([], []),                         # spent 1
+                     ([], ["soft_limit"]),             # spent 3: crossed soft
+                     (["soft_limit"], []),             # spent 6: already over soft
+                     (["soft_limit"], ["hard_limit"])]  # spent 11: crossed hard
+
+
+def test_a_world_cost_missing_from_info_is_not_read_as_free() -> None:
+    """Was a bug (fail open): a missing key was read as cost 0, so a misspelt info_key,
+    or a world that does not report the cost, switched the budget off without a sign."""
+    kernel = _world_budget(hard=1.0)
+    ctx = kernel.new_context()
+    decision = _spend(kernel, ctx, 10.0, key="enrgy")
+    assert decision.violations[0].code == "invalid_cost"
+    assert decision.violations[0].severity == Severity.CRITICAL
+    assert "world cost energy is missing" in decision.violations[0].message
+    assert ctx.state["b"].spent == 0.0
+    blocked = kernel.review(Outcome(None, 0.0, False, False, {}, None, False), ctx)
+    assert blocked.verdict == Verdict.ALLOW  # nothing ran: no cost to report
+
+
+def test_budget_scale_is_refused_beside_action_costs() -> None:
+    """Was silently ignored: scale multiplies a norm or a world cost, not a cost table."""
+    with pytest.raises(PolicyError, match="scale multiplies a norm or a world cost"):
+        Kernel({"name": "p", "rules": [{"kind": "budget", "action_costs": {1: 1.0},
+                                        "scale": 10, "hard": 5}]})
+
+
+def test_a_governed_world_cost_budget_blocks_after_the_hard_limit() -> None:
+    class Spender(gym.Env):  # type: ignore[type-arg]
+        observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        action_space = gym.spaces.Discrete(2)
+
+        def reset(self, *, seed: int | None = None, options: Any = None) -> Any:
+            super().reset(seed=seed)
+            return np.zeros(1, np.float32), {}
+
+        def step(self, action: Any) -> Any:
+            return np.zeros(1, np.float32), 1.0, False, False, {"energy": 0.6}
+
+    env = govgym.GovernedEnv(Spender(), {"name": "p", "rules": [
+        {"kind": "budget", "name": "b", "info_key": "energy", "hard": 1.0,
+         "hard_severity": "high"}]}, max_episode_steps=-1)
+    env.reset(seed=0)
+    verdicts = [env.step(0)[4]["governance"]["verdict"] for _ in range(4)]
+    assert verdicts == ["allow", "warn", "block", "block"]  # crossed at 1.2, then stopped
+
+
 # -- forbidden_actions ------------------------------------------------------------------
 
 

@@ -23,10 +23,16 @@ With an action cost the rule looks ahead: a proposal whose cost would cross a li
 a violation before it runs (and, for a ``Discrete`` space, is masked when its verdict
 stops the action: by default the hard limit's, critical -> terminate, not the soft
 limit's, medium -> warn). With a world
-cost it can only look back: the step that crossed the limit is reported after it ran.
-Only executed actions spend the budget. A world cost that is NaN, infinite or negative
-is a critical ``invalid_cost`` violation and is never added: a bad number cannot reset
-or corrupt the budget.
+cost it can only look back: the step that crossed a limit is reported after it ran, and
+every later proposal of the episode is reported before it runs (the budget is already
+spent past that limit), so a ``block`` or ``replace`` verdict on the hard limit stops
+every step after the one that crossed it (a verdict found after a step can only warn).
+Each step over a limit is reported once, at the strictest limit it is over.
+Only executed actions spend the budget. A world cost that is missing from the step's
+``info``, NaN, infinite, negative or not a number is a critical ``invalid_cost``
+violation and is never added: a bad number (or a misspelt ``info_key``) cannot reset,
+corrupt or silently switch off the budget. ``scale`` multiplies a ``norm`` or a world
+cost; ``action_costs`` are the costs themselves.
 """
 
 from __future__ import annotations
@@ -62,6 +68,9 @@ class BudgetParams(RuleParams):
             raise ValueError("give exactly one cost source: action_costs, norm or info_key")
         if self.soft is not None and self.soft > self.hard:
             raise ValueError(f"soft ({self.soft}) must be <= hard ({self.hard})")
+        if self.action_costs is not None and self.scale != 1.0:
+            raise ValueError("scale multiplies a norm or a world cost (info_key); "
+                             "action_costs are the costs themselves: leave scale out")
         for action, cost in (self.action_costs or {}).items():
             if not (math.isfinite(cost) and cost >= 0):
                 raise ValueError(f"action_costs[{action}] must be finite and >= 0, got {cost}")
@@ -109,15 +118,21 @@ class Budget(Rule):
         norm = flat.sum() if p.norm == "l1" else float(np.hypot.reduce(flat)) if flat.size else 0.0
         return float(norm) * p.scale
 
-    def _limit_violations(self, total: float, code_prefix: str) -> list[Violation]:
+    def _level(self, total: float) -> int:
+        """2 past the hard limit, 1 past the soft limit, else 0."""
         p = self.params
-        if total > p.hard:
+        return 2 if total > p.hard else 1 if p.soft is not None and total > p.soft else 0
+
+    def _limit_violations(self, total: float, already: str = "") -> list[Violation]:
+        p = self.params
+        level = self._level(total)
+        if level == 2:
             return [self.violation(
-                f"{code_prefix}hard_limit", f"episode cost {total:.4g} > hard limit {p.hard:.4g}",
+                "hard_limit", f"episode cost {total:.4g} {already}> hard limit {p.hard:.4g}",
                 severity=self._hard_severity)]
-        if p.soft is not None and total > p.soft:
+        if level == 1:
             return [self.violation(
-                f"{code_prefix}soft_limit", f"episode cost {total:.4g} > soft limit {p.soft:.4g}",
+                "soft_limit", f"episode cost {total:.4g} {already}> soft limit {p.soft:.4g}",
                 severity=self._soft_severity)]
         return []
 
@@ -126,12 +141,12 @@ class Budget(Rule):
                                "not added to the budget", severity=Severity.CRITICAL)]
 
     def check(self, proposal: Proposal, state: BudgetState) -> Sequence[Violation]:
-        if not self._looks_ahead:
-            return ()
+        if not self._looks_ahead:  # what the world will charge is not known: what it has
+            return self._limit_violations(state.spent, "already ") if state.spent else ()
         step_cost = self.action_cost(proposal.action)
         if not math.isfinite(step_cost) or step_cost < 0:
             return self._invalid("action cost", step_cost)
-        return self._limit_violations(state.spent + step_cost, "")
+        return self._limit_violations(state.spent + step_cost)
 
     def admit(self, proposal: Proposal, state: BudgetState) -> None:
         if self._looks_ahead:  # a world cost is only known after the step
@@ -146,8 +161,14 @@ class Budget(Rule):
             raw: Any = self.action_cost(outcome.action)
             what = "action cost"
         else:
-            raw = outcome.info.get(self.params.info_key, 0.0)
-            what = f"world cost {self.params.info_key}"
+            key = self.params.info_key
+            what = f"world cost {key}"
+            try:
+                raw = outcome.info[key]
+            except KeyError:  # was: read as 0, so a misspelt key switched the budget off
+                return [self.violation(
+                    "invalid_cost", f"{what} is missing from the step's info; the step's cost "
+                    "is unknown, not added to the budget", severity=Severity.CRITICAL)]
         try:  # a string, a bool, NaN, inf, < 0 or above MAX_COST: never added
             step_cost = check_cost(raw, what)
         except ValueError:
@@ -155,5 +176,6 @@ class Budget(Rule):
         if self._looks_ahead:
             state.spent += step_cost
             return ()
+        before = self._level(state.spent)  # a limit already passed was reported before the step
         state.spent += step_cost * self.params.scale
-        return self._limit_violations(state.spent, "")
+        return self._limit_violations(state.spent) if self._level(state.spent) > before else []
