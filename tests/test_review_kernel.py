@@ -71,6 +71,34 @@ def test_review_batch_fails_closed_for_every_agent() -> None:
     assert [d.violations[0].code for d in decisions] == ["rule_error", "rule_error"]
 
 
+
+class _LockedState(RULE_KINDS["forbidden_actions"]):  # type: ignore[misc,valid-type]
+    """forbidden_actions whose per-episode state holds a lock (cannot be deep-copied)."""
+
+    kind = "test_locked_state"
+
+    def initial_state(self) -> Any:
+        import threading
+
+        return {"lock": threading.Lock()}
+
+
+def test_decide_batch_fails_closed_on_rule_state_it_cannot_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was a bug: decide_batch deep-copied every rule's state outside any guard, so a
+    rule whose state held a lock made the kernel raise, where decide() did not."""
+    monkeypatch.setitem(RULE_KINDS, _LockedState.kind, _LockedState)
+    kernel = Kernel({"name": "p", "rules": [{"kind": "test_locked_state", "name": "locked",
+                                             "values": [2]}, SHARED["rules"][0]]})
+    ctx = kernel.new_context()
+    assert kernel.decide(Proposal(0), ctx).verdict == Verdict.ALLOW
+    decisions = kernel.decide_batch([Proposal(0), Proposal(2)], ctx)
+    for decision in decisions:
+        errors = [v for v in decision.violations if v.code == "rule_error"]
+        assert [v.rule for v in errors] == ["locked"] and "lock" in errors[0].message
+        assert decision.verdict == Verdict.TERMINATE  # critical: the default verdict
+    assert [v.code for v in decisions[1].violations] == ["forbidden_value", "rule_error"]
+
+
 # -- policies built in code are validated as files are --------------------------------
 
 FA = RULE_KINDS["forbidden_actions"].Params

@@ -176,8 +176,17 @@ class Kernel:
         """
         if not self._pre or len(proposals) <= 1:
             return [self.decide(p, ctx) for p in proposals]
-        trial = Context(ctx.episode, copy.deepcopy(ctx.state))
-        broken: list[Violation] = []  # a rule whose admit() failed: later proposals fail closed
+        # a rule whose admit() failed, or whose state cannot be copied (a lock, a
+        # connection): every later proposal (every one, for the latter) fails closed
+        broken: list[Violation] = []
+        trial = Context(ctx.episode, dict(ctx.state))
+        uncopyable: set[str] = set()
+        for rule in self._pre:  # only their state is used (and admitted to) here
+            try:
+                trial.state[rule.name] = copy.deepcopy(ctx.state.get(rule.name))
+            except Exception as exc:  # its check still runs on the real state; no admit
+                broken.extend(self._rule_error(rule, exc))
+                uncopyable.add(rule.name)
         decisions: list[Decision] = []
         for proposal in proposals:
             decision = self._run(self._pre, "pre", proposal, trial) or _ALLOW_PRE
@@ -186,7 +195,7 @@ class Kernel:
             decisions.append(decision)
             executes = decision.executes
             for rule in self._pre:
-                if executes or rule.admits_all_proposals:
+                if (executes or rule.admits_all_proposals) and rule.name not in uncopyable:
                     try:
                         rule.admit(proposal, trial.state.get(rule.name))
                     except Exception as exc:
