@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from typing import Any
 
 import gymnasium as gym
@@ -270,6 +271,19 @@ def test_a_governed_world_cost_budget_blocks_after_the_hard_limit() -> None:
     env.reset(seed=0)
     verdicts = [env.step(0)[4]["governance"]["verdict"] for _ in range(4)]
     assert verdicts == ["allow", "warn", "block", "block"]  # crossed at 1.2, then stopped
+
+
+
+@pytest.mark.parametrize(("rule", "field"), [
+    ({"kind": "rate", "limit": 1, "window": 2, "values": []}, "rules.0.values"),
+    ({"kind": "rate", "limit": 1, "window": 2, "kinds": []}, "rules.0.kinds"),
+    ({"kind": "rate", "limit": 1, "window": 2, "dims": {0: []}}, "rules.0.dims.0"),
+    ({"kind": "forbidden_actions", "dims": {0: []}}, "rules.0.dims.0")])
+def test_an_empty_list_of_values_is_refused(rule: dict[str, Any], field: str) -> None:
+    """Was accepted with two opposite meanings: rate's values: [] counted every action,
+    its dims: {0: []} counted none, and forbidden_actions' dims: {0: []} banned nothing."""
+    with pytest.raises(PolicyError, match=f"field {re.escape(field)}:"):
+        Kernel({"name": "p", "rules": [rule]})
 
 
 # -- forbidden_actions ------------------------------------------------------------------

@@ -63,8 +63,10 @@ class Range(RuleParams):
         return self
 
 
-#: ``dims``: dimension (>= 0) -> banned values; two keys for one dimension are refused
-Dims = Annotated[dict[Annotated[int, Field(ge=0, lt=INDEX_LIMIT)], list[StrictInt]],
+#: ``dims``: dimension (>= 0) -> values (at least one); two keys for one dimension are
+#: refused
+Dims = Annotated[dict[Annotated[int, Field(ge=0, lt=INDEX_LIMIT)],
+                      Annotated[list[StrictInt], Field(min_length=1)]],
                  BeforeValidator(unique_int_keys)]
 
 

@@ -9,7 +9,8 @@ then does the action mask leave counted actions out.
 Which actions count: ``values`` (a ``Discrete`` action's values; an action of several
 values, or one with a fraction, is a ``rule_error``), ``dims`` (values of
 ``MultiDiscrete`` dimensions), ``kinds`` (the world's ``meaning["kind"]``, e.g. a SQL
-statement kind), or every action when none is given. Example::
+statement kind), or every action when none is given (an empty list is refused: it
+would count nothing). Example::
 
     - kind: rate
       name: push_rate
@@ -48,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, StrictInt
+from pydantic import Field, StrictInt, field_validator
 
 from govgym.kernel.types import Outcome, Proposal, Severity, Violation
 from govgym.rules.base import Rule, RuleParams, discrete_value, integral, register_rule
@@ -64,6 +65,14 @@ class RateParams(RuleParams):
     dims: Dims = {}
     kinds: list[str] = []
     count: Literal["executed", "proposed"] = "executed"
+
+    @field_validator("values", "kinds")
+    @classmethod
+    def _not_empty(cls, value: list[Any]) -> list[Any]:  # runs only on a value given
+        if not value:  # was: read as "count every proposal", the opposite of what it says
+            raise ValueError("an empty list counts nothing; leave values, dims and kinds "
+                             "out to count every proposal")
+        return value
 
 
 @dataclass(slots=True)
