@@ -116,6 +116,45 @@ def test_bad_file_reports_every_problem_with_line_rule_and_field(tmp_path: Path)
     assert "unknown field" in problems["line 24, rule 'fa', field rules.4.colour"]
 
 
+WHOLE_RULE_CHECKS = """\
+name: p
+rules:
+  - kind: budget
+    name: b
+    norm: l1
+    hard: 5
+    soft: 7
+  - kind: budget
+    name: c
+    action_costs: {1: -1}
+    hard: 5
+  - kind: forbidden_actions
+    name: f
+    ranges:
+      - {index: 0, low: 2, high: 1}
+  - kind: state_bounds
+    name: s
+    bounds:
+      - index: 0
+        low: 3
+        high: 1
+"""
+
+
+def test_checks_across_fields_name_the_field_and_its_line(tmp_path: Path) -> None:
+    """Was only the rule: a check that compares fields (soft <= hard, low < high) ran on
+    the whole entry, so the error said 'field rules.0' at the entry's first line."""
+    path = tmp_path / "p.yaml"
+    path.write_text(WHOLE_RULE_CHECKS)
+    with pytest.raises(PolicyError) as err:
+        load_policy(path)
+    where = [w for w, _ in err.value.problems]
+    assert where == ["line 7, rule 'b', field rules.0.soft",
+                     "line 10, rule 'c', field rules.1.action_costs.1",
+                     "line 15, rule 'f', field rules.2.ranges.0.high",
+                     "line 21, rule 's', field rules.3.bounds.0.high"]
+
+
 def test_duplicate_rule_names_are_rejected() -> None:
     data = {"name": "dup", "rules": [{"kind": "forbidden_actions", "values": [0]},
                                      {"kind": "forbidden_actions", "values": [1]}]}

@@ -466,7 +466,7 @@ def test_good_every_problem_is_reported_with_line_rule_and_field(tmp_path: Path)
     assert "line 7, rule 'f', field rules.0.severity" in wheres
     assert "line 8, rule 'f', field rules.0.verdict" in wheres
     assert "line 9, rule 'f', field rules.0.cost" in wheres
-    assert "line 13, rule 's', field rules.1.bounds.0" in wheres
+    assert "line 13, rule 's', field rules.1.bounds.0.high" in wheres  # low > high
     assert "line 14, rule 'nope', field rules.2.kind" in wheres
     assert "line 18, rule 'b', field rules.3.hard" in wheres
     assert str(path) in str(exc)

@@ -310,6 +310,7 @@ def _parse_rule(i: int, entry: Any, problems: _Problems) -> RuleConfig | None:
     from pydantic import ValidationError
 
     from govgym.rules import RULE_KINDS
+    from govgym.rules.base import FieldError
 
     at = ("rules", i)
     if not isinstance(entry, Mapping):
@@ -359,6 +360,9 @@ def _parse_rule(i: int, entry: Any, problems: _Problems) -> RuleConfig | None:
         for err in exc.errors():
             loc = tuple(err["loc"])
             message = err["msg"]
+            raised = (err.get("ctx") or {}).get("error")
+            if isinstance(raised, FieldError):  # a whole-model check that names its field
+                loc, message = (*loc, *raised.loc), str(raised)
             if err["type"] == "extra_forbidden" and len(loc) == 1:
                 fields = sorted(cls.Params.model_fields)
                 message = (f"unknown field for kind {kind!r}; its fields are {fields}, and every "

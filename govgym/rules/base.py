@@ -17,8 +17,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from govgym.kernel.types import Outcome, Proposal, Severity, Violation
 
-__all__ = ["INDEX_LIMIT", "RULE_KINDS", "Number", "Rule", "RuleParams", "discrete_value", "integral",
-           "register_rule", "rule_kind", "unique_int_keys"]
+__all__ = ["INDEX_LIMIT", "RULE_KINDS", "FieldError", "Number", "Rule", "RuleParams", "discrete_value",
+           "integral", "register_rule", "rule_kind", "unique_int_keys"]
 
 #: Bound on an index into an action or observation in rule parameters (negative ones
 #: count from the end): larger ones cannot address anything, and overflow NumPy's index.
@@ -81,6 +81,16 @@ def discrete_value(action: Any, what: str) -> int:
         raise ValueError(f"{what} judges a Discrete action (one integer); this action has "
                          f"{flat.size} values: use dims for a MultiDiscrete action")
     return integral(flat[0], what)
+
+
+class FieldError(ValueError):
+    """A problem a validator of a whole params model finds in one of its fields: raise it
+    from a ``model_validator`` and a policy error names that field (and its line), not
+    only the rule."""
+
+    def __init__(self, field: str | int | tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc: tuple[str | int, ...] = field if isinstance(field, tuple) else (field,)
 
 
 class RuleParams(BaseModel):

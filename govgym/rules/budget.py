@@ -46,7 +46,15 @@ import numpy as np
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from govgym.kernel.types import Outcome, Proposal, Severity, Violation, check_cost
-from govgym.rules.base import Number, Rule, RuleParams, integral, register_rule, unique_int_keys
+from govgym.rules.base import (
+    FieldError,
+    Number,
+    Rule,
+    RuleParams,
+    integral,
+    register_rule,
+    unique_int_keys,
+)
 
 __all__ = ["Budget"]
 
@@ -67,13 +75,14 @@ class BudgetParams(RuleParams):
         if sum(sources) != 1:
             raise ValueError("give exactly one cost source: action_costs, norm or info_key")
         if self.soft is not None and self.soft > self.hard:
-            raise ValueError(f"soft ({self.soft}) must be <= hard ({self.hard})")
+            raise FieldError("soft", f"soft ({self.soft}) must be <= hard ({self.hard})")
         if self.action_costs is not None and self.scale != 1.0:
-            raise ValueError("scale multiplies a norm or a world cost (info_key); "
+            raise FieldError("scale", "scale multiplies a norm or a world cost (info_key); "
                              "action_costs are the costs themselves: leave scale out")
         for action, cost in (self.action_costs or {}).items():
             if not (math.isfinite(cost) and cost >= 0):
-                raise ValueError(f"action_costs[{action}] must be finite and >= 0, got {cost}")
+                raise FieldError(("action_costs", action),
+                                 f"action_costs[{action}] must be finite and >= 0, got {cost}")
         return self
 
     @field_validator("soft_severity", "hard_severity")

@@ -39,6 +39,7 @@ from pydantic import BeforeValidator, Field, StrictInt, model_validator
 from govgym.kernel.types import Proposal, Severity, Violation
 from govgym.rules.base import (
     INDEX_LIMIT,
+    FieldError,
     Number,
     Rule,
     RuleParams,
@@ -59,7 +60,7 @@ class Range(RuleParams):
     @model_validator(mode="after")
     def _ordered(self) -> Range:
         if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be < high ({self.high})")
+            raise FieldError("high", f"low ({self.low}) must be < high ({self.high})")
         return self
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import Field, StrictInt, model_validator
 
 from govgym.kernel.types import Outcome, Severity, Violation
-from govgym.rules.base import INDEX_LIMIT, Number, Rule, RuleParams, register_rule
+from govgym.rules.base import INDEX_LIMIT, FieldError, Number, Rule, RuleParams, register_rule
 
 __all__ = ["StateBounds"]
 
@@ -40,9 +40,12 @@ class Bound(RuleParams):
     @model_validator(mode="after")
     def _ordered(self) -> Bound:
         if not self.low <= self.high:
-            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+            raise FieldError("high", f"low ({self.low}) must be <= high ({self.high})")
         if self.severity is not None:
-            Severity.parse(self.severity)
+            try:
+                Severity.parse(self.severity)
+            except ValueError as exc:
+                raise FieldError("severity", str(exc)) from None
         return self
 
 
@@ -52,7 +55,7 @@ class StateBoundsParams(RuleParams):
     @model_validator(mode="after")
     def _not_empty(self) -> StateBoundsParams:
         if not self.bounds:
-            raise ValueError("bounds must list at least one bound")
+            raise FieldError("bounds", "bounds must list at least one bound")
         return self
 
 
