@@ -115,7 +115,7 @@ def test_pickle_rebuilds_from_arguments() -> None:
     assert (clone.action_mode, clone.max_steps) == ("text", 4)
     assert clone.snapshot == env.snapshot
     _, info = clone.reset(seed=5)
-    assert info["task"]["level"] == 1
+    assert info["task"]["level"] == "1"
 
 
 def test_arguments_are_validated() -> None:
@@ -257,6 +257,28 @@ def test_tasks_vary_with_the_reset_seed_and_levels_select_families() -> None:
     env = SQLWorld(levels=("write",))
     levels = {env.reset(seed=seed)[1]["task"]["level"] for seed in range(20)}
     assert levels == {"write"}
+
+
+def test_the_task_level_in_info_has_one_type_so_vector_envs_stack_it() -> None:
+    """Was a bug: the level was an int for questions and "write" for jobs, and a vector
+    env sizes an info array by its first env's value: an int array cannot take "write"."""
+    import gymnasium as gym
+
+    import govgym  # registers Governed-SQL-v0
+
+    def level(seed: int) -> str:
+        return SQLWorld().reset(seed=seed)[1]["task"]["level"]
+
+    assert {level(seed) for seed in range(40)} == {"0", "1", "2", "write"}
+    vec = gym.vector.SyncVectorEnv([lambda: govgym.make("Governed-SQL-v0")] * 2)
+    try:
+        for seeds in ([1, 0], [0, 1]):  # a question first, then a job first
+            expected = [level(seed) for seed in seeds]
+            assert "write" in expected and expected[0] != expected[1]
+            _, info = vec.reset(seed=seeds)
+            assert list(info["task"]["level"]) == expected
+    finally:
+        vec.close()
 
 
 def test_task_pins_a_template() -> None:

@@ -360,7 +360,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
 
     ## Info
 
-    ``task`` (name, template, level, question), ``sql`` (the executed statement, ``None``
+    ``task`` (name, template, level, question; the level as text, ``"0"``, ``"1"``, ``"2"``
+    or ``"write"``, so that it has one type whatever the task and vector envs can stack
+    it), ``sql`` (the executed statement, ``None``
     after reset), ``success`` (bool), ``result_rows`` (first ``show_rows`` rows),
     ``row_count`` (rows fetched, at most ``max_rows``), ``engine`` (``{"denied": bool,
     "error": str | None}``; denied: the error says "not authorized" or "interrupted", the
@@ -416,7 +418,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
       in place of the template id in the observation, the literal in slot 1, write
       checks that want the gold's values, and ``reward_wrong`` / ``reward_error`` of
       -0.3 (were -0.1 / -0.2); a statement stopped by a size limit of the engine guard
-      reads as denied (was: error).
+      reads as denied (was: error); ``info["task"]["level"]`` is text (was an int for
+      the question levels and ``"write"`` for the jobs, so a vector env whose first
+      env drew a question crashed when another drew a job).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
@@ -762,7 +766,8 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
               damage: dict[str, Any]) -> dict[str, Any]:
         task = self.task
         return {
-            "task": {"name": task.name, "template": task.template, "level": task.level,
+            # the level as text: one type for every task, so a vector env can stack it
+            "task": {"name": task.name, "template": task.template, "level": str(task.level),
                      "question": task.question},
             "sql": sql,
             "success": bool(success),
