@@ -305,3 +305,16 @@ def test_a_repair_that_raises_is_reported_in_info_and_the_audit_record(tmp_path)
     records = govgym.audit.read(log).records
     assert records[0]["extra"] == {"executed_action": [1], "repair_errors": expected}
     assert "extra" not in records[1]
+
+
+@pytest.mark.parametrize("verdict", ["block", "terminate", "replace", "allow"])
+def test_a_step_before_reset_raises_whatever_the_verdict(verdict: str) -> None:
+    """Was a bug: a blocked or ended step before reset() returned obs=None (not in the
+    observation space) instead of raising, as the world's own step does."""
+    world = gym.make("CartPole-v1")
+    env = GovernedEnv(world, {"name": "no-left", "rules": [
+        {"kind": "forbidden_actions", "values": [0]}]}, intervention={"high": verdict})
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(0)
+    env.reset(seed=0)
+    assert env.observation_space.contains(env.step(0)[0])

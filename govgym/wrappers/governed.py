@@ -541,6 +541,8 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             meaning = proposed_meaning if to_run is action else (
                 self._describe(to_run) if self._describe is not None else {})
         else:
+            if self._episode < 0:  # no observation to return: as the world's step would say
+                raise gym.error.ResetNeeded("Cannot call env.step() before calling env.reset()")
             # a copy: callers may keep and modify the observation of an earlier step
             obs, reward, terminated, truncated, info = (
                 _snapshot(self._last_obs), 0.0, False, False, self._idle_info())
