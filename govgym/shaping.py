@@ -52,6 +52,8 @@ class Shaping:
     def __post_init__(self) -> None:
         table = {Severity.parse(k): _finite(v, f"penalty[{k}]") for k, v in self.penalties.items()}
         object.__setattr__(self, "_table", table)
+        # by name, however given: equal tables compare equal, and to_dict() is plain data
+        object.__setattr__(self, "penalties", {str(k): v for k, v in table.items()})
         # stored as floats: an int bonus made reward_delta an int, and a vector env's
         # info array then took env 0's int dtype and cut the others' -0.5 to 0
         object.__setattr__(self, "max_penalty", _finite(self.max_penalty, "max_penalty"))
@@ -89,5 +91,7 @@ class Shaping:
         return -min(self.max_penalty, penalty)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data (severity names as keys), as an env spec's ``shaping:`` is written;
+        ``Shaping.from_config`` reads it back."""
         return {"penalties": dict(self.penalties), "max_penalty": self.max_penalty,
                 "clean_bonus": self.clean_bonus}

@@ -107,6 +107,26 @@ def test_a_policy_given_as_a_path_keeps_the_spec_json_ready() -> None:
     assert governed(gym.make(spec)).kernel.rule_names == governed(env).kernel.rule_names
 
 
+
+@pytest.mark.parametrize("kwargs", [
+    {"cost_limit": np.float32(3)}, {"max_episode_steps": np.int64(40)},
+    {"flush_every": np.int64(8)},
+    {"shaping": govgym.Shaping(penalties={govgym.Severity.HIGH: 1.0})},
+    {"shaping": {"penalties": {govgym.Severity.HIGH: 1.0}, "max_penalty": 2.0}},
+    {"intervention": {govgym.Severity.HIGH: govgym.Verdict.BLOCK}},
+], ids=["np-cost-limit", "np-steps", "np-flush", "shaping-enum", "shaping-dict-enum",
+        "intervention-enum"])
+def test_arguments_the_wrapper_takes_keep_the_spec_json_ready(kwargs: dict[str, Any]) -> None:
+    """Was a bug: NumPy scalars were recorded as they are (to_json raised), and Severity
+    keys were written by JSON as numbers ("3"), which do not read back as severities."""
+    env = govgym.make("Pendulum-v1", policy="pendulum-energy", **kwargs)
+    rebuilt = gym.make(gym.envs.registration.EnvSpec.from_json(env.spec.to_json()))
+    twin, original = governed(rebuilt), governed(env)
+    assert twin.shaping == original.shaping
+    assert twin.kernel.policy.verdicts == original.kernel.policy.verdicts
+    assert (twin.cost_limit, twin.max_episode_steps) == (original.cost_limit, original.max_episode_steps)
+
+
 @pytest.mark.parametrize(("action", "summary"), [
     ([0.5], [0.5]), ((1, 2), [1, 2]), ([[1, 2], [3, 4]], [[1, 2], [3, 4]]),
     ((1, np.zeros(2)), "(1, array([0., 0.]))"), (["a", 1], "['a', 1]"),

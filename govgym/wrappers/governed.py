@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from os import PathLike, fspath
 from typing import Any, SupportsFloat
 
@@ -19,6 +19,7 @@ from govgym.kernel import (
     Outcome,
     Policy,
     Proposal,
+    Severity,
     Verdict,
     Violation,
     load_policy,
@@ -56,6 +57,29 @@ def _declarative(value: Any) -> Any:
     if isinstance(value, PathLike):  # a policy file: its path as text, for env.spec.to_json()
         return fspath(value)
     return value
+
+
+def _named(table: Any, values: Callable[[Any], Any]) -> Any:
+    """A mapping keyed by severity with names for keys (JSON writes an ``IntEnum`` key as
+    its number, which does not read back as a severity) and ``values`` applied; anything
+    else, or a table with a key that is no severity, as it is, for the constructor to
+    refuse."""
+    if not isinstance(table, Mapping):
+        return table
+    try:
+        return {str(Severity.parse(k)): values(v) for k, v in table.items()}
+    except (TypeError, ValueError):
+        return dict(table)
+
+
+def _declarative_intervention(value: Any) -> Any:
+    return _named(value, lambda v: str(Verdict.parse(v)) if isinstance(v, Verdict) else v)
+
+
+def _declarative_shaping(value: Any) -> Any:
+    if isinstance(value, Mapping) and isinstance(value.get("penalties"), Mapping):
+        return {**value, "penalties": _named(value["penalties"], _declarative)}
+    return _declarative(value)
 
 
 def _time_limit_of(env: gym.Env) -> int | None:
@@ -230,12 +254,12 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         flush_every: int = 1024,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
-            self, policy=_declarative(policy), intervention=intervention,
-            shaping=_declarative(shaping), safe_action=_declarative(safe_action),
-            cost_limit=cost_limit,
-            max_episode_steps=max_episode_steps,
+            self, policy=_declarative(policy), intervention=_declarative_intervention(intervention),
+            shaping=_declarative_shaping(shaping), safe_action=_declarative(safe_action),
+            cost_limit=_declarative(cost_limit),
+            max_episode_steps=_declarative(max_episode_steps),
             audit_path=None if audit_path is None else str(audit_path), run_id=run_id,
-            flush_every=flush_every,
+            flush_every=_declarative(flush_every),
         )
         # the nearest TimeLimit's limit; one directly beneath (gym.make's) is absorbed, its
         # limit this wrapper's default, so one limit counts every step and the stack is the
