@@ -21,9 +21,10 @@ inside is built without its ``TimeLimit`` (``gym.make(world, max_episode_steps=-
 world's default, and blocked steps (which never reach the world) count. As everywhere in
 Gymnasium, a step that ends the episode on the limit step reports ``truncated=True``
 too: ``terminated`` and ``governance["terminated_by_policy"]`` still say that the world
-or the policy ended it. :func:`make` of a plain Gymnasium id builds the world the same
-way and gives the limit to :class:`GovernedEnv` instead, which reports the limit step
-the same way.
+or the policy ended it. :func:`make` of a plain Gymnasium id builds the world with its
+``TimeLimit`` (``max_episode_steps`` passed on to ``gym.make``), which
+:class:`GovernedEnv` takes over: its own limit, counting blocked steps too, reported the
+same way.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import yaml
 
 from govgym import _yaml
@@ -285,9 +287,11 @@ def make(env_id: str | gym.envs.registration.EnvSpec, policy: Any = None,
     For a govgym id, ``policy`` (if given) replaces the spec's policy. For any other id,
     the governance arguments (``intervention``, ``shaping``, ``safe_action``,
     ``cost_limit``, ``max_episode_steps``, ``audit_path``, ``run_id``, ``flush_every``) go
-    to :class:`GovernedEnv` and the rest to :func:`gymnasium.make`; the world is built
-    without its ``TimeLimit`` and ``max_episode_steps`` defaults to its registered limit.
-    The result records how it was built, so ``gymnasium.make(env.spec)`` rebuilds it.
+    to :class:`GovernedEnv` and the rest to :func:`gymnasium.make`, ``max_episode_steps``
+    included (default: the registered limit): GovernedEnv takes over the ``TimeLimit``
+    that builds and counts every step with it, blocked ones too. The result records how
+    it was built, so ``gymnasium.make(env.spec)`` rebuilds it, and
+    ``gymnasium.make(env.spec, max_episode_steps=n)`` rebuilds it with another limit.
     """
     if isinstance(env_id, gym.envs.registration.EnvSpec) and _GOVERNED in {
             w.entry_point for w in env_id.additional_wrappers}:
@@ -298,11 +302,18 @@ def make(env_id: str | gym.envs.registration.EnvSpec, policy: Any = None,
             kwargs["policy"] = policy
         return gym.make(env_id, **kwargs)
     wrapper_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _WRAPPER_KEYS}
-    if wrapper_kwargs.get("max_episode_steps") is None:  # the world's registered limit
-        registered = gym.spec(env_id) if isinstance(env_id, str) else env_id
-        wrapper_kwargs["max_episode_steps"] = registered.max_episode_steps
-    # the world without its TimeLimit: GovernedEnv applies the limit (blocked steps count)
-    return GovernedEnv(gym.make(env_id, max_episode_steps=-1, **kwargs), policy, **wrapper_kwargs)
+    limit = wrapper_kwargs.get("max_episode_steps")
+    if limit is None or (isinstance(limit, int | np.integer) and not isinstance(limit, bool)
+                         and (limit >= 1 or limit == -1)):
+        # the limit goes to gym.make, whose TimeLimit (the registered one by default)
+        # GovernedEnv takes over: it counts every step, blocked ones too. Kept out of the
+        # wrapper's own arguments, so gym.make(env.spec, max_episode_steps=n) changes it,
+        # as for any Gymnasium env (an explicit one there would override the TimeLimit)
+        wrapper_kwargs.pop("max_episode_steps", None)
+        if limit is not None:
+            kwargs["max_episode_steps"] = int(limit)
+    # (else GovernedEnv refuses it with its own message)
+    return GovernedEnv(gym.make(env_id, **kwargs), policy, **wrapper_kwargs)
 
 
 _GOVERNED = f"{GovernedEnv.__module__}:{GovernedEnv.__name__}"

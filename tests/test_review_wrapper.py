@@ -162,3 +162,27 @@ def test_the_governance_logger_keeps_episodes_that_span_learn_calls() -> None:
     assert len(log.episodes) >= 3
     model.learn(200, callback=log)  # a fresh learn() resets the env, dropping its episode
     assert [e.length for e in log.episodes] == monitor.get_episode_lengths()
+
+
+def _episode_length(env: gym.Env) -> int:
+    env.reset(seed=0)
+    for n in range(1, 10_000):
+        *_, terminated, truncated, _ = env.step(1)
+        if terminated or truncated:
+            return n
+    raise AssertionError("no episode end")
+
+
+@pytest.mark.parametrize("limit", [30, 1000])
+def test_gym_make_of_the_spec_takes_a_new_step_limit(limit: int) -> None:
+    """Was a bug: govgym.make recorded the registered limit as GovernedEnv's own explicit
+    argument, so gym.make(env.spec, max_episode_steps=n) built TimeLimit(n) and the
+    wrapper overrode it with 200: episodes, the spec and TimeAwareObservation said 200."""
+    env = govgym.make("MountainCar-v0", policy="mountaincar-rate")
+    assert _episode_length(env) == env.spec.max_episode_steps == 200
+    other = gym.make(env.spec, max_episode_steps=limit)
+    assert _episode_length(other) == other.spec.max_episode_steps == limit
+    assert gym.wrappers.TimeAwareObservation(other).max_timesteps == limit
+    assert governed(other).kernel.rule_names == governed(env).kernel.rule_names
+    own = govgym.make("MountainCar-v0", policy="mountaincar-rate", max_episode_steps=limit)
+    assert _episode_length(gym.make(own.spec)) == limit

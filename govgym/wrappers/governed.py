@@ -691,9 +691,9 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         id's own spec (this wrapper is part of its entry point, so it is not listed as an
         additional wrapper, and ``gym.make(env.spec, cost_limit=7)`` rebuilds it with the
         change). Its ``max_episode_steps`` is this wrapper's limit, which counts every
-        step, blocked ones too (the world was built without a ``TimeLimit`` by
-        :func:`govgym.make`, so Gymnasium's spec alone would say ``None`` and wrappers such
-        as ``TimeAwareObservation`` would find no limit)."""
+        step, blocked ones too (for a world built without a ``TimeLimit``, Gymnasium's
+        spec alone would say ``None`` and wrappers such as ``TimeAwareObservation`` would
+        find no limit)."""
         if self._part_of_entry_point:
             return self.env.spec
         if self._cached_spec is None:  # where Gymnasium's Wrapper.spec caches its answer
