@@ -4,7 +4,8 @@
     govgym policy list             shipped policies
     govgym policy show NAME|FILE   a policy's rules and verdicts, as validated
     govgym policy check FILE|DIR.. validate policy files, or every one in a folder (exit 1 if any is invalid)
-    govgym audit verify FILE       check an audit log's hash chain (exit 1 if broken)
+    govgym audit verify FILE       check an audit log's hash chain (exit 1 if broken);
+                                   --last-hash HASH: and that it still holds that record
     govgym audit summary FILE      violations by rule and severity, rates per 1,000
     govgym sql check [--policy P] SQL   the verdict on one statement, without running it
                                    (exit 0 if it would run, 1 if not)
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -147,8 +149,26 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
         print(f"{args.file}:{log.first_broken}: chain broken: {log.problem} "
               f"({len(log.records)} record(s) verified before it)", file=sys.stderr)
         return 1
-    print(f"{args.file}: ok, {len(log.records)} record(s), chain intact")
+    expected = args.last_hash
+    if expected is not None:
+        after = log.records_after(expected)
+        if after is None:
+            print(f"{args.file}: no record has the hash {expected}: records were cut off the "
+                  f"end of the log or rewritten ({len(log.records)} record(s) verified, "
+                  f"last hash {log.last_hash})", file=sys.stderr)
+            return 1
+    print(f"{args.file}: ok, {len(log.records)} record(s), chain intact, "
+          f"last hash {log.last_hash}")
+    if expected is not None:
+        print(f"{args.file}: the record with hash {expected[:16]}... is "
+              + ("the last one" if after == 0 else f"followed by {after} record(s) appended after it"))
     return 0
+
+
+def _sha256_hex(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        raise argparse.ArgumentTypeError(f"a record hash is 64 lowercase hex digits, got {text!r}")
+    return text
 
 
 def _cmd_audit_summary(args: argparse.Namespace) -> int:
@@ -212,6 +232,9 @@ def _parser() -> argparse.ArgumentParser:
     asub = audit.add_subparsers(dest="action", required=True)
     verify = asub.add_parser("verify", help="check the hash chain")
     verify.add_argument("file")
+    verify.add_argument("--last-hash", type=_sha256_hex, default=None, metavar="HASH",
+                        help="the log's last hash as recorded apart from it (Recorder."
+                             "last_hash): exit 1 if no record has it (records were cut off)")
     verify.set_defaults(func=_cmd_audit_verify)
     summary = asub.add_parser("summary", help="violations by rule and severity")
     summary.add_argument("file")

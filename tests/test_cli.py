@@ -97,6 +97,38 @@ def test_audit_verify_and_summary(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no such file" in missing.stderr
 
 
+
+def test_audit_verify_against_a_last_hash_kept_apart_finds_cut_off_records(tmp_path: Path) -> None:
+    """A hash chain cannot show that its last records were removed (a file cut at a line
+    end verifies); the last hash, kept apart from the log, can."""
+    path = tmp_path / "audit.jsonl"
+    env = govgym.GovernedEnv(gym.make("CartPole-v1"), "cartpole-envelope", audit_path=path)
+    env.reset(seed=0)
+    for step in range(6):
+        env.step(step % 2)
+    kept = env.recorder.last_hash  # type: ignore[union-attr]
+    env.close()
+    log = govgym.audit.read(path)
+    assert log.last_hash == kept and log.records_after(kept) == 0
+    whole = run("audit", "verify", str(path), "--last-hash", kept)
+    assert whole.returncode == 0 and f"last hash {kept}" in whole.stdout
+    assert "is the last one" in whole.stdout
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-2]))  # the last two records removed: the chain holds
+    assert run("audit", "verify", str(path)).returncode == 0
+    cut = run("audit", "verify", str(path), "--last-hash", kept)
+    assert cut.returncode == 1 and f"no record has the hash {kept}" in cut.stderr
+    assert govgym.audit.read(path).records_after(kept) is None
+    path.write_text("".join(lines))
+    again = govgym.GovernedEnv(gym.make("CartPole-v1"), "cartpole-envelope", audit_path=path)
+    again.reset(seed=1)
+    again.step(0)
+    again.close()  # the log went on from the kept record: fine, and said
+    later = run("audit", "verify", str(path), "--last-hash", kept)
+    assert later.returncode == 0 and "followed by 1 record(s)" in later.stdout
+    assert run("audit", "verify", str(path), "--last-hash", "abc").returncode == 2
+
+
 def test_bad_arguments_exit_2() -> None:
     assert run("policy").returncode == 2
     assert run("frobnicate").returncode == 2

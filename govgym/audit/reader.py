@@ -53,6 +53,24 @@ class AuditLog:
         return [(line, problem) for line, problem in zip(self.lines, found, strict=True) if problem]
 
     @property
+    def last_hash(self) -> str:
+        """The hash of the last verified record (``GENESIS`` for a log without one): what
+        ``Recorder.last_hash`` said when the log was written, unless records were lost
+        from its end. See :meth:`records_after`."""
+        return self.records[-1]["hash"] if self.records else GENESIS
+
+    def records_after(self, last_hash: str) -> int | None:
+        """How many verified records follow the one whose hash is ``last_hash`` (0 when
+        the log still ends there; ``GENESIS`` is the start); ``None`` when no record has
+        that hash: the records up to it were cut off the log or rewritten."""
+        if last_hash == GENESIS:
+            return len(self.records)
+        for index in range(len(self.records) - 1, -1, -1):
+            if self.records[index]["hash"] == last_hash:
+                return len(self.records) - 1 - index
+        return None
+
+    @property
     def torn_tail(self) -> bool:
         return bool(self.torn) and self.torn[-1] == self._line_count
 

@@ -529,6 +529,15 @@ class Recorder:
             self._fh.flush()
 
     @property
+    def last_hash(self) -> str:
+        """The hash of the last record appended (``GENESIS`` before any). A hash chain
+        shows any change to the records it holds but not the loss of its last ones (a
+        file cut at a line end still verifies): keep this value apart from the log, and
+        ``govgym audit verify FILE --last-hash HASH`` shows whether the log still ends
+        there (or went on from there)."""
+        return self._prev
+
+    @property
     def records_written(self) -> int:
         """Sequence number of the last record written, plus one (file-wide)."""
         return self._seq + 1 - len(self._lines)
