@@ -493,3 +493,34 @@ def test_a_crash_in_the_middle_then_a_resumed_recorder_verifies(tmp_path: Path) 
     assert log.ok and log.torn == [3] and [r["seq"] for r in log.records] == [0, 1, 2]
     assert [r["run"] for r in log.records] == ["first", "first", "second"]
     assert main(["audit", "verify", str(path)]) == 0
+
+
+def test_a_flush_that_fails_part_way_is_cut_back_and_written_once_later(tmp_path: Path) -> None:
+    """A file size limit (as a full disk would) stops a flush in the middle of a record:
+    the part written is cut back, the records stay buffered, and the next flush writes
+    each record once (was: the part stayed and the retry wrote it again, a broken chain)."""
+    resource = pytest.importorskip("resource")  # POSIX: a file size limit
+    import signal
+
+    path = tmp_path / "a.jsonl"
+    rec = Recorder(path, run_id="r", flush_every=10_000)
+    rec.append(0, 0, [0], "allow")
+    rec.flush()
+    begin = path.stat().st_size
+    for step in range(1, 300):
+        rec.append(0, step, [step], "allow")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (begin + 20_000, hard))
+    try:
+        with pytest.raises(OSError):
+            rec.flush()
+        assert path.stat().st_size == begin  # the part-written flush was cut back
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert rec.records_written == 1
+    rec.close()
+    log = read(path)
+    assert log.ok, log.problem
+    assert [r["seq"] for r in log.records] == list(range(300))

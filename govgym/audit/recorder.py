@@ -42,6 +42,7 @@ anything else takes the general JSON encoder, and produces the same text.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import operator
 import os
@@ -386,12 +387,30 @@ def _head(run_json: str, episode: Any) -> str:
 _CLEAN_REST = _rest(None, None)
 
 
-def _write(fh: IO[str], lines: list[str]) -> None:
-    """Write and clear ``lines``, joined a chunk at a time: one 500 kB string costs twice
-    as much to build and write as eight 60 kB ones (fresh pages for the big one)."""
-    write = fh.write
-    for start in range(0, len(lines), _WRITE_LINES):
-        write("".join(lines[start:start + _WRITE_LINES]))
+def _write(fh: IO[bytes], lines: list[str]) -> None:
+    """Write and clear ``lines``, joined a chunk at a time (one 500 kB string costs twice
+    as much to build and write as eight 60 kB ones: fresh pages for the big one), to an
+    unbuffered binary file: what ``write`` returns is on the file, and no newline is
+    translated (a Windows text file would end every line in ``\r\n``).
+
+    All or nothing: if a write fails part-way (a full disk, a size limit, an interrupt),
+    the file is cut back to where this flush began and ``lines`` are kept, so a later
+    flush writes them once (was: the part written stayed, and the retry wrote it again,
+    which broke the chain for good)."""
+    begin = os.fstat(fh.fileno()).st_size
+    try:
+        for start in range(0, len(lines), _WRITE_LINES):
+            data = memoryview("".join(lines[start:start + _WRITE_LINES]).encode())
+            while data:
+                written = fh.write(data)
+                if not written:
+                    raise OSError(f"audit log write wrote nothing ({len(data)} bytes left)")
+                data = data[written:]
+    except BaseException:
+        # (if the file cannot be cut back, the reader will say where it broke)
+        with contextlib.suppress(OSError):
+            fh.truncate(begin)
+        raise
     lines.clear()
 
 
@@ -420,11 +439,13 @@ def _lock(fh: IO[str], path: Path) -> None:
         ) from None
 
 
-def _finalize(fh: IO[str], lines: list[str]) -> None:
+def _finalize(fh: IO[bytes], lines: list[str]) -> None:
     if not fh.closed:
-        if lines:
-            _write(fh, lines)
-        fh.close()
+        try:
+            if lines:
+                _write(fh, lines)
+        finally:  # a failed last write still releases the file and its lock
+            fh.close()
 
 
 class Recorder:
@@ -452,7 +473,7 @@ class Recorder:
         self._run_json = _encode(self.run_id)
         self._episode: Any = None  # the episode self._head was built for
         self._head = _head(self._run_json, None)
-        self._fh = self.path.open("a", encoding="utf-8")
+        self._fh = self.path.open("ab", buffering=0)  # see _write
         _lock(self._fh, self.path)
         # read under the lock: a recorder that closed just before cannot leave a stale tail
         try:
@@ -462,7 +483,7 @@ class Recorder:
             raise
         self._closed = False
         if self._fh.tell() > 0 and not self._ends_with_newline():
-            self._fh.write("\n")  # terminate a torn line so the chain resumes on its own line
+            self._fh.write(b"\n")  # terminate a torn line so the chain resumes on its own line
         self._lines: list[str] = []  # finished lines, not yet written
         self._finalizer = weakref.finalize(self, _finalize, self._fh, self._lines)
 
@@ -526,7 +547,6 @@ class Recorder:
         lines = self._lines
         if lines:
             _write(self._fh, lines)
-            self._fh.flush()
 
     @property
     def last_hash(self) -> str:
