@@ -118,6 +118,8 @@ def _open_log(file: str) -> AuditLog:
 
     if Path(file).is_dir():
         raise IsADirectoryError(errno.EISDIR, "a folder, not an audit log", file)
+    if Path(file).exists() and not Path(file).is_file():  # /dev/null, a FIFO, a socket
+        raise OSError(errno.EINVAL, "not a regular file, not an audit log", file)
     if not Path(file).is_file():
         raise FileNotFoundError(file)
     return read(file)
@@ -179,6 +181,11 @@ def _cmd_audit_summary(args: argparse.Namespace) -> int:
         return 1
     summary = summarize(log.records)
     summary["chain_ok"] = log.ok
+    if not log.ok:  # the counts cover what verified: say where it stopped, and why
+        summary["chain_broken_at_line"] = log.first_broken
+        summary["chain_problem"] = log.problem
+        print(f"{args.file}:{log.first_broken}: chain broken: {log.problem}; the summary "
+              f"counts only the {len(log.records)} record(s) before it", file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

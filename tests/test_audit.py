@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from govgym.audit import GENESIS, Recorder, read, summarize, summarize_meaning
+from govgym.audit import GENESIS, Recorder, read, summarize, summarize_action, summarize_meaning
 from govgym.cli import main
 
 
@@ -524,3 +524,81 @@ def test_a_flush_that_fails_part_way_is_cut_back_and_written_once_later(tmp_path
     log = read(path)
     assert log.ok, log.problem
     assert [r["seq"] for r in log.records] == list(range(300))
+
+
+def test_a_log_with_crlf_line_ends_verifies_and_continues(tmp_path: Path) -> None:
+    """A copy whose line ends became CRLF (git autocrlf, a Windows editor) holds the
+    same records: the ``\\r`` is not part of any hashed text."""
+    path = tmp_path / "a.jsonl"
+    write_log(path, n=3)
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    log = read(path)
+    assert log.ok and not log.torn and [r["seq"] for r in log.records] == [0, 1, 2]
+    with Recorder(path, run_id="more") as rec:
+        rec.append(1, 0, [0], "allow")
+    log = read(path)
+    assert log.ok and [r["seq"] for r in log.records] == [0, 1, 2, 3]
+
+
+def test_nesting_too_deep_to_parse_is_reported_not_raised(tmp_path: Path) -> None:
+    import sys
+
+    nested: Any = 0
+    for _ in range(300):
+        nested = [nested]
+    path = tmp_path / "a.jsonl"
+    with Recorder(path) as rec:
+        rec.append(0, 0, [0], "allow")
+        rec.append(0, 1, nested, "allow")  # written: within this Python's limit
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(250)  # a reader whose stack allows less than the writer's did
+    try:
+        log = read(path)
+        with Recorder(path, run_id="resumed") as rec:  # still finds the last record
+            rec.append(1, 0, [0], "allow")
+    finally:
+        sys.setrecursionlimit(limit)
+    assert not log.ok and log.first_broken == 2 and len(log.records) == 1
+    assert "nested too deeply to parse" in (log.problem or "")
+    log = read(path)
+    assert log.ok and [r["seq"] for r in log.records] == [0, 1, 2]
+    # a deeply nested line inserted into a log is inserted text, whatever the limit
+    path.write_bytes(path.read_bytes() + b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    log = read(path)
+    assert not log.ok and log.first_broken == 4 and "text inserted" in (log.problem or "")
+    assert main(["audit", "verify", str(path)]) == 1
+
+
+def test_keys_json_cannot_take_are_written_as_text(tmp_path: Path) -> None:
+    """A proposal or extra with a tuple, NumPy or NaN key is recorded, not lost."""
+    path = tmp_path / "a.jsonl"
+    proposal = {(1, 2): "a", np.int64(3): 1, float("nan"): 2, 1.5: 3, True: 4, None: 5, 7: 6}
+    with Recorder(path) as rec:
+        rec.append(0, 0, proposal, "allow", extra={"by_cell": {(0, 1): [1.0]}})
+    (record,) = read(path).records
+    assert record["proposal"] == {"(1, 2)": "a", "3": 1, "NaN": 2, "1.5": 3, "true": 4,
+                                  "null": 5, "7": 6}
+    assert record["extra"] == {"by_cell": {"(0, 1)": [1.0]}}
+
+
+def test_summaries_of_text_object_and_tensor_arrays_are_bounded() -> None:
+    texts = summarize_action(np.array(["x" * 10_000, "short"]))
+    assert len(texts[0]) < 400 and texts[0].startswith("x" * 256) and "cut: 10000 chars" in texts[0]
+    assert texts[1] == "short"
+    assert summarize_action(np.array([["a", "b"], ["c", "d"]])) == [["a", "b"], ["c", "d"]]
+    objects = np.empty(3, dtype=object)
+    objects[:] = ["y" * 9_999, None, None]
+    objects[1] = list(range(100_000))  # a list held in the array: a value, not a dimension
+    held = summarize_action(objects)
+    assert len(json.dumps(held)) < 1_000 and held[2] is None and "cut: " in held[1]
+    assert len(json.dumps(summarize_action(np.array([b"ab" * 1_000])))) < 400
+    assert len(json.dumps(summarize_meaning({"texts": np.array(["z" * 9_000])}))) < 400
+    nested: Any = 0
+    for _ in range(100_000):
+        nested = [nested]
+    assert summarize_action(nested) == "<list: repr failed with RecursionError>"
+    torch = pytest.importorskip("torch")
+    big = summarize_action(torch.zeros(10, 100_000))
+    assert len(big) == 65 and big[-1] == "… 1000000 values, shape (10, 100000)"
+    assert summarize_action(torch.tensor([1.5, 2.0])) == [1.5, 2.0]
+    assert summarize_action(torch.tensor(3)) == [3]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -92,7 +93,16 @@ def test_audit_verify_and_summary(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
     broken = run("audit", "verify", str(path))
     assert broken.returncode == 1 and f"{path}:5: chain broken" in broken.stderr
-    assert run("audit", "summary", str(path)).returncode == 1
+    summary = run("audit", "summary", str(path))
+    assert summary.returncode == 1 and "chain BROKEN" in summary.stdout
+    assert (f"{path}:5: chain broken: record content does not match its hash; the summary "
+            "counts only the 4 record(s) before it") in summary.stderr
+    as_json = json.loads(run("audit", "summary", "--json", str(path)).stdout)
+    assert as_json["chain_ok"] is False and as_json["chain_broken_at_line"] == 5
+    assert as_json["decisions"] == 4 and "does not match" in as_json["chain_problem"]
+    if Path("/dev/null").exists():  # a device, not a missing file
+        device = run("audit", "verify", "/dev/null")
+        assert device.returncode == 2 and "not a regular file" in device.stderr
     missing = run("audit", "verify", str(tmp_path / "missing.jsonl"))
     assert missing.returncode == 2 and "no such file" in missing.stderr
 

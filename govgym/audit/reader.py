@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,8 @@ def read(path: str | os.PathLike[str]) -> AuditLog:
         raw_lines.pop()
     log._line_count = len(raw_lines)
     for number, raw in enumerate(raw_lines, start=1):
+        if raw.endswith(b"\r"):  # a log whose line ends were made CRLF (a Windows copy, git)
+            raw = raw[:-1]
         if not raw:
             continue
         # a line that is not JSON keeps its text: one that still ends in a record's hash
@@ -155,11 +158,17 @@ def read(path: str | os.PathLike[str]) -> AuditLog:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
             line = raw.decode("utf-8", "replace")
+        deep = False
         try:
             record = json.loads(line)
         except ValueError:
             record = None
+        except RecursionError:  # nesting deeper than this Python parses
+            record, deep = None, True
         match = _TAIL.search(line)
+        if deep and match is not None:
+            return _break(log, number, "a record nested too deeply to parse (deeper than "
+                                       f"Python's recursion limit, {sys.getrecursionlimit()})")
         if record is None and match is None:  # what a crash mid-write leaves, or junk
             problem = _not_a_crash(raw, expected_seq)
             if problem is None or not log.records:  # junk before any record: _no_records

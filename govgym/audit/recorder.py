@@ -80,8 +80,11 @@ def summarize_action(action: Any) -> Any:
 
     Bounded: an array of at most 64 values is kept whole, with its shape (a 2-D action
     is a list of rows); a larger one becomes its first 64 values in C order followed by
-    a string that gives the number of values and the shape. Other values are kept as
-    their ``repr``, cut at 256 characters; a string is cut at 4,096. A cut string ends
+    a string that gives the number of values and the shape (NumPy arrays, torch tensors,
+    anything with ``tolist`` and a ``shape``). The values of a text, bytes or object
+    array are cut one by one (a string at 256 characters, anything else as its
+    ``repr``). Other values are kept as their ``repr``, cut at 256 characters (a repr
+    that fails is named, not raised); a string is cut at 4,096. A cut string ends
     with a marker that gives its full length and the start of its SHA-256, so a record
     never looks complete when it is not and the full text can be matched afterwards:
 
@@ -105,24 +108,72 @@ def summarize_action(action: Any) -> Any:
     tolist = getattr(action, "tolist", None)
     if tolist is not None:
         size = getattr(action, "size", None)  # NumPy's; torch's is a method
-        if type(size) is int and size > _MAX_VALUES and hasattr(action, "reshape"):
+        if type(size) is not int:
+            size = _size(action)
+        if size is not None and size > _MAX_VALUES and hasattr(action, "reshape"):
             head = action.reshape(-1)[:_MAX_VALUES].tolist()
-            return [*head, f"… {size} values, shape {tuple(action.shape)}"]
-        value = tolist()
-        if not isinstance(value, list):
-            return [value]
-        return value if len(value) <= _MAX_VALUES else [*value[:_MAX_VALUES], "…"]
+            value = [*head, f"… {size} values, shape {tuple(action.shape)}"]
+            depth = 1
+        else:
+            value = tolist()
+            depth = getattr(action, "ndim", 1)
+            if not isinstance(value, list):
+                value, depth = [value], 1
+            elif len(value) > _MAX_VALUES:
+                value = [*value[:_MAX_VALUES], "…"]
+        # NumPy numbers are JSON as they are; strings, bytes, objects (and arrays of
+        # other libraries) have their values bounded one by one
+        dtype = getattr(action, "dtype", None)
+        return value if dtype in _NUMERIC_DTYPES else _bounded_values(value, depth)
     if isinstance(action, int | float):
         return [action]
     if isinstance(action, list | tuple):  # numbers as an array's list; anything else as text
         try:
             array = np.asarray(action)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             array = None
         if array is not None and array.dtype.kind in "biuf":
             return summarize_action(array)
-    text = repr(action)
+    return _bounded_repr(action)
+
+
+#: NumPy's number dtypes (a set lookup: faster than reading ``dtype.kind``)
+_NUMERIC_DTYPES = frozenset(np.dtype(code) for code in "?bhilqBHILQefdgFDG")
+
+
+def _size(array: Any) -> int | None:
+    """The number of values of an array-like without NumPy's ``size`` (torch's is a
+    method): the product of its ``shape``; ``None`` when it has none."""
+    try:
+        return int(np.prod(tuple(array.shape), dtype=np.int64))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _bounded_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:  # a repr that fails (or nesting deeper than repr goes)
+        text = f"<{type(value).__name__}: repr failed with {type(exc).__name__}>"
     return text if len(text) <= _MAX_SUMMARY else _cut(text, _MAX_SUMMARY)
+
+
+def _bounded_values(values: list[Any], depth: int) -> list[Any]:
+    """``values`` (an array's nested list, ``depth`` levels of it the array's own, at most
+    64 values) with each value JSON can hold as a number kept and any other one bounded:
+    a string cut at 256 characters, anything else (a list held in an object array too)
+    as its (cut) ``repr``."""
+    out: list[Any] = []
+    for value in values:
+        if value is None or type(value) in (bool, int, float):
+            out.append(value)
+        elif depth > 1 and type(value) is list:
+            out.append(_bounded_values(value, depth - 1))
+        elif isinstance(value, str):
+            out.append(value if len(value) <= _MAX_SUMMARY else _cut(value, _MAX_SUMMARY))
+        else:
+            out.append(_bounded_repr(value))
+    return out
 
 
 def _cut(text: str, limit: int) -> str:
@@ -156,8 +207,10 @@ def _meaning_value(value: Any, nested: bool) -> Any:
         return {str(k): _meaning_value(v, nested=False) for k, v in items}
     if isinstance(value, list | tuple) or hasattr(value, "tolist"):
         return summarize_action(value)
-    text = repr(value)
-    return text if len(text) <= _MAX_SUMMARY else _cut(text, _MAX_SUMMARY)
+    return _bounded_repr(value)
+
+
+_LAST_RECORD = re.compile(rb'\{"seq":(\d+),.*,"hash":"([0-9a-f]{64})"\}', re.DOTALL)
 
 
 def _last_record(path: Path) -> tuple[int, str]:
@@ -176,6 +229,11 @@ def _last_record(path: Path) -> tuple[int, str]:
                     record = json.loads(raw)
                     return int(record["seq"]), str(record["hash"])
                 except (ValueError, KeyError, TypeError):
+                    continue
+                except RecursionError:  # too deep for json here: its seq and hash as text
+                    ends = _LAST_RECORD.fullmatch(raw.rstrip(b"\r"))
+                    if ends:
+                        return int(ends.group(1)), ends.group(2).decode()
                     continue
             if start == 0:
                 return -1, GENESIS
@@ -208,8 +266,8 @@ def _make_encode() -> Any:
             return "".join(encoder(value, 0))
         except RecursionError:
             raise ValueError("circular (or too deeply nested) value") from None
-        except ValueError:  # NaN, an infinity or an int too long to print: rarely, so slowly
-            try:
+        except (ValueError, TypeError):  # NaN, an infinity, an int too long to print, a
+            try:                             # key JSON cannot take: rarely, so slowly
                 return "".join(encoder(_strict(value), 0))
             except RecursionError:
                 raise ValueError("circular (or too deeply nested) value") from None
@@ -223,7 +281,9 @@ _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 def _strict(value: Any) -> Any:
     """``value`` with what strict JSON cannot hold as a number written as a string:
     ``NaN``, ``Infinity`` and ``-Infinity`` (as ``json.dumps`` would spell them) and an
-    int too long to print (Python's 4,300-digit limit) as ``"<int of N bits>"``."""
+    int too long to print (Python's 4,300-digit limit) as ``"<int of N bits>"``; and a
+    mapping key JSON cannot take (a tuple, a NumPy integer, ``NaN``) as its ``str``, so
+    the record is written rather than lost."""
     if isinstance(value, float):
         return value if value - value == 0.0 else _NON_FINITE[repr(float(value))]
     if isinstance(value, int) and not isinstance(value, bool):
@@ -233,11 +293,21 @@ def _strict(value: Any) -> Any:
             return f"<int of {value.bit_length()} bits>"
         return value
     if isinstance(value, Mapping):
-        return {key: _strict(item) for key, item in value.items()}
+        return {_strict_key(key): _strict(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_strict(item) for item in value]
     tolist = getattr(value, "tolist", None)
     return _strict(tolist()) if callable(tolist) else value
+
+
+def _strict_key(key: Any) -> Any:
+    """A mapping key as JSON writes it, or its ``str`` when JSON cannot take it."""
+    if key is None or type(key) in (str, bool):
+        return key
+    if type(key) in (int, float):
+        strict = _strict(key)
+        return strict if strict is key else str(strict)
+    return str(key)
 
 
 _encode = _make_encode()
@@ -541,7 +611,8 @@ class Recorder:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered lines (one ``write`` call) and flush the file."""
+        """Write the buffered lines to the file: all of them, or none if the write fails
+        (the file is cut back and the lines stay buffered for the next flush)."""
         if self._fh.closed:
             raise ValueError(f"recorder for {self.path} is closed")
         lines = self._lines
