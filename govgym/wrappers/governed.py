@@ -325,7 +325,12 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """The kernel that judges every step. Assigning another one takes effect at once:
         unless this env is a monitor, the current kernel's rules are detached from the
         world (``Rule.detach``: the sql rule's engine guard is removed) and the new
-        kernel's attached, all or nothing; its rules start from a fresh context."""
+        kernel's attached, all or nothing; its rules start from a fresh context.
+
+        Assigning ``kernel``, ``shaping`` or ``cost_limit`` changes this env only:
+        ``env.spec`` still describes the env as it was built, so ``gym.make(env.spec)``
+        (and a vector env or worker rebuilt from it) gets the original; pass the change
+        as an argument instead (``gym.make(env.spec, policy=...)``) to have it carried."""
         return self._kernel
 
     @kernel.setter
@@ -370,6 +375,8 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     @property
     def cost_limit(self) -> float | None:
+        """The per-episode cost limit reported in ``info`` (``None``: not reported);
+        assignable, for this env only (see :attr:`kernel`)."""
         return self._cost_limit
 
     @cost_limit.setter
@@ -388,6 +395,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     @property
     def shaping(self) -> Shaping:
+        """The reward shaping; assignable, for this env only (see :attr:`kernel`)."""
         return self._shaping
 
     @shaping.setter
