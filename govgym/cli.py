@@ -116,12 +116,13 @@ def _cmd_policy_check(args: argparse.Namespace) -> int:
 def _open_log(file: str) -> AuditLog:
     from govgym.audit import read
 
-    if Path(file).is_dir():
-        raise IsADirectoryError(errno.EISDIR, "a folder, not an audit log", file)
-    if Path(file).exists() and not Path(file).is_file():  # /dev/null, a FIFO, a socket
-        raise OSError(errno.EINVAL, "not a regular file, not an audit log", file)
-    if not Path(file).is_file():
+    path = Path(file)
+    if not path.exists():
         raise FileNotFoundError(file)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a folder, not an audit log", file)
+    if not path.is_file():  # /dev/null, a FIFO, a socket
+        raise OSError(errno.EINVAL, "not a regular file, not an audit log", file)
     return read(file)
 
 

@@ -158,17 +158,16 @@ def read(path: str | os.PathLike[str]) -> AuditLog:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
             line = raw.decode("utf-8", "replace")
-        deep = False
         try:
             record = json.loads(line)
         except ValueError:
             record = None
         except RecursionError:  # nesting deeper than this Python parses
-            record, deep = None, True
+            if _TAIL.search(line):
+                return _break(log, number, "a record nested too deeply to parse (deeper "
+                                           f"than Python's recursion limit, {sys.getrecursionlimit()})")
+            record = None  # no record's end: what a crash leaves, or junk, as below
         match = _TAIL.search(line)
-        if deep and match is not None:
-            return _break(log, number, "a record nested too deeply to parse (deeper than "
-                                       f"Python's recursion limit, {sys.getrecursionlimit()})")
         if record is None and match is None:  # what a crash mid-write leaves, or junk
             problem = _not_a_crash(raw, expected_seq)
             if problem is None or not log.records:  # junk before any record: _no_records

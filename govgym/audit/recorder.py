@@ -467,7 +467,7 @@ def _write(fh: IO[bytes], lines: list[str]) -> None:
     the file is cut back to where this flush began and ``lines`` are kept, so a later
     flush writes them once (was: the part written stayed, and the retry wrote it again,
     which broke the chain for good)."""
-    begin = os.fstat(fh.fileno()).st_size
+    done = 0  # bytes of this flush on the file (the recorder's lock keeps other writers out)
     try:
         for start in range(0, len(lines), _WRITE_LINES):
             data = memoryview("".join(lines[start:start + _WRITE_LINES]).encode())
@@ -475,11 +475,12 @@ def _write(fh: IO[bytes], lines: list[str]) -> None:
                 written = fh.write(data)
                 if not written:
                     raise OSError(f"audit log write wrote nothing ({len(data)} bytes left)")
+                done += written
                 data = data[written:]
     except BaseException:
         # (if the file cannot be cut back, the reader will say where it broke)
         with contextlib.suppress(OSError):
-            fh.truncate(begin)
+            fh.truncate(os.fstat(fh.fileno()).st_size - done)
         raise
     lines.clear()
 
