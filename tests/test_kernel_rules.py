@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,28 @@ def test_budget_rejects_a_nan_action_cost_and_keeps_counting() -> None:
     kernel.review(outcome(action=np.array([2.0])), ctx)
     assert ctx.state["b"].spent == 2.0
     assert kernel.decide(Proposal(np.array([2.0])), ctx).violations[0].code == "hard_limit"
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+def test_budget_norm_past_the_float_range_is_an_invalid_cost_without_a_numpy_warning(
+        norm: str) -> None:
+    """Was: NumPy's sum (l1) and hypot.reduce (l2) of finite values past 1.8e308 warned
+    "overflow encountered in reduce"; under ``-W error`` (or a warnings filter) that
+    warning raised inside the rule and the step got a ``rule_error`` in place of the
+    budget's own ``invalid_cost``."""
+    kernel = Kernel({"name": "p", "rules": [{"kind": "budget", "name": "b", "norm": norm,
+                                             "hard": 3}]})
+    ctx = kernel.new_context()
+    huge = np.array([1.5e308, -1.5e308])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pre = kernel.decide(Proposal(huge), ctx)
+        post = kernel.review(outcome(action=huge), ctx)
+    assert [v.code for v in pre.violations] == ["invalid_cost"]
+    assert [v.code for v in post.violations] == ["invalid_cost"]
+    assert ctx.state["b"].spent == 0.0
+    kernel.review(outcome(action=np.array([1.0, -1.0])), ctx)  # l1 2, l2 sqrt(2)
+    assert ctx.state["b"].spent == pytest.approx(2.0 if norm == "l1" else math.sqrt(2))
 
 
 def test_rate_counts_only_executed_actions_in_the_window() -> None:

@@ -123,8 +123,12 @@ class Budget(Rule):
                     f"action_costs prices a Discrete action (one integer); this action has "
                     f"{flat.size} values: use norm, or a world cost (info_key)")
             return p.action_costs.get(integral(flat[0], "action_costs"), 0.0)
-        flat = np.abs(np.asarray(action, dtype=np.float64).reshape(-1))
-        norm = flat.sum() if p.norm == "l1" else float(np.hypot.reduce(flat)) if flat.size else 0.0
+        # Python floats, not NumPy's sum / hypot.reduce: a norm past the float range is
+        # inf here (then refused as invalid_cost), where NumPy warns "overflow encountered",
+        # which a warnings filter turns into an exception; and for the few values of a
+        # Box action this is faster
+        values = np.asarray(action, dtype=np.float64).reshape(-1).tolist()
+        norm = sum(map(abs, values)) if p.norm == "l1" else math.hypot(*values)
         return float(norm) * p.scale
 
     def _level(self, total: float) -> int:
