@@ -352,6 +352,35 @@ def test_a_log_in_an_older_layout_is_verified_and_continued(tmp_path: Path) -> N
     assert log.records[2]["prev"] == log.records[1]["hash"]
 
 
+class _NoStr:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    def __repr__(self) -> str:
+        return "NoStr()"
+
+
+def test_a_meaning_keeps_every_key_it_shows_and_says_what_it_leaves_out() -> None:
+    """Were bugs: keys that are different but print the same (``1`` and ``"1"``) were
+    merged, so one value was silently lost; a key whose ``str`` raises crashed the
+    governed step; the top level had no bound at all; a nested mapping past 32 keys was
+    cut with nothing in the record to say so."""
+    summary = summarize_meaning({1: "int", "1": "str", "1 (int)": "taken", 2.5: "float"})
+    assert summary == {"1": "str", "1 (int)": "taken", "1 (int 2)": "int", "2.5": "float"}
+    assert list(summarize_meaning({_NoStr(): "v"}).values()) == ["v"]
+    assert list(summarize_meaning({"k": {_NoStr(): "v"}})["k"].values()) == ["v"]
+
+    wide = {f"k{i}": i for i in range(100)}
+    top, nested = summarize_meaning(wide), summarize_meaning({"m": wide})["m"]
+    for cut in (top, nested):
+        assert len(cut) == 33 and cut["k31"] == 31 and "k32" not in cut
+        assert cut["…"] == "100 keys: the first 32 kept"
+    json.dumps(top)
+    # a world's own key named "…" is kept, and the marker steps aside
+    marked = summarize_meaning({"…": "mine", **wide})
+    assert marked["…"] == "mine" and marked["… (str)"] == "101 keys: the first 32 kept"
+
+
 def test_a_world_meaning_is_recorded_as_json_values_not_reprs(tmp_path: Path) -> None:
     meaning = {"sql": "SELECT 1", "level": 0, "write": np.bool_(True), "n": np.int64(3),
                "parts": {"verb": "count", "value": np.int64(2), "deep": {"a": 1}},

@@ -51,6 +51,7 @@ import uuid
 import weakref
 from collections.abc import Mapping
 from hashlib import sha256
+from itertools import islice
 from json.encoder import c_make_encoder, encode_basestring
 from pathlib import Path
 from time import time_ns
@@ -69,6 +70,7 @@ GENESIS = "0" * 64
 _MAX_TEXT = 4096  # characters of a string kept (the SQL rule's default max_length)
 _MAX_SUMMARY = 256  # characters of the repr of any other value
 _MAX_VALUES = 64  # numbers of a summarised array
+_MAX_KEYS = 32  # keys of a summarised meaning, and of a mapping in it
 _CACHE_LIMIT = 4096  # entries per cache of encoded values; past it, encode every time
 _WRITE_LINES = 128  # lines per write() call when flushing
 
@@ -185,11 +187,57 @@ def _cut(text: str, limit: int) -> str:
 def summarize_meaning(meaning: Mapping[str, Any]) -> dict[str, Any]:
     """A bounded, JSON-ready copy of what a world says an action means (``describe``):
     strings cut at 4,096 characters (marked as :func:`summarize_action` marks them);
-    numbers, booleans and ``None`` as they are; a mapping of such values kept a mapping
-    (at most 32 keys); arrays and sequences as :func:`summarize_action` gives them;
-    anything else as its ``repr``, cut at 256 characters.
+    numbers, booleans and ``None`` as they are; a mapping of such values kept a mapping;
+    arrays and sequences as :func:`summarize_action` gives them; anything else as its
+    ``repr``, cut at 256 characters.
+
+    Keys become text. The top level and a mapping in it keep their first 32 keys; past
+    that, a last key ``"…"`` says how many there were. A key that is not a string and
+    prints as another key does keeps its value under a name that says its type:
+
+    >>> summarize_meaning({"1": "text", 1: "number"})
+    {'1': 'text', '1 (int)': 'number'}
     """
-    return {str(key): _meaning_value(value, nested=True) for key, value in meaning.items()}
+    if len(meaning) <= _MAX_KEYS:  # the common case: text keys, a few of them
+        try:
+            out = {str(key): _meaning_value(value, nested=True) for key, value in meaning.items()}
+        except Exception:  # a key whose str() fails: named below
+            out = None
+        if out is not None and len(out) == len(meaning):  # no two keys print alike
+            return out
+    return _text_keyed(meaning, nested=True)
+
+
+def _text_keyed(mapping: Mapping[Any, Any], nested: bool) -> dict[str, Any]:
+    """``mapping``'s first 32 items with text keys, none lost to another that prints the
+    same, then a ``"…"`` key that counts them all when there were more."""
+    items = list(islice(mapping.items(), _MAX_KEYS))
+    taken = {key for key, _ in items if type(key) is str}  # text keys keep their text
+    out: dict[str, Any] = {}
+    for key, value in items:
+        if type(key) is not str:
+            key = _free_key(key, taken)
+            taken.add(key)
+        out[key] = _meaning_value(value, nested)
+    if len(mapping) > _MAX_KEYS:
+        out[_free_key("…", taken)] = f"{len(mapping)} keys: the first {_MAX_KEYS} kept"
+    return out
+
+
+def _free_key(key: Any, taken: set[str]) -> str:
+    """``str(key)``, or when another key has that text, the text with ``key``'s type."""
+    kind = type(key).__name__
+    try:
+        text = str(key)
+    except Exception as exc:
+        text = f"<{kind} key: str failed with {type(exc).__name__}>"
+    if text not in taken:
+        return text
+    named, n = f"{text} ({kind})", 1
+    while named in taken:
+        n += 1
+        named = f"{text} ({kind} {n})"
+    return named
 
 
 def _meaning_value(value: Any, nested: bool) -> Any:
@@ -203,8 +251,7 @@ def _meaning_value(value: Any, nested: bool) -> Any:
         return bool(value) if isinstance(value, bool) else (
             float(value) if isinstance(value, float) else int(value))
     if nested and isinstance(value, Mapping):
-        items = list(value.items())[:32]
-        return {str(k): _meaning_value(v, nested=False) for k, v in items}
+        return _text_keyed(value, nested=False)
     if isinstance(value, list | tuple) or hasattr(value, "tolist"):
         return summarize_action(value)
     return _bounded_repr(value)
