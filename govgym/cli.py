@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -188,7 +189,10 @@ def _cmd_audit_summary(args: argparse.Namespace) -> int:
         print(f"{args.file}:{log.first_broken}: chain broken: {log.problem}; the summary "
               f"counts only the {len(log.records)} record(s) before it", file=sys.stderr)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        total = summary["total_cost"]
+        if not math.isfinite(total):  # strict JSON has no NaN: as the recorder writes it
+            summary["total_cost"] = "NaN" if total != total else "Infinity" if total > 0 else "-Infinity"
+        print(json.dumps(summary, indent=2, allow_nan=False))
     else:
         print(f"{args.file}: {summary['decisions']} decisions, {summary['episodes']} episode(s), "
               f"total cost {summary['total_cost']:.4g}, chain {'ok' if log.ok else 'BROKEN'}")

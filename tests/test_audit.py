@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,41 @@ def test_summary_by_rule_and_severity(tmp_path: Path) -> None:
     assert summary["violations_by_rule"] == {"r": {"count": 5, "per_1000": 500.0}}
     assert summary["violations_by_severity"]["high"]["count"] == 5
     assert summary["total_cost"] == 5.0
+
+
+def test_summary_counts_the_episodes_of_two_runs_that_share_a_run_id(tmp_path: Path) -> None:
+    """Was a bug: episodes were counted as distinct (run, episode) pairs, so a script
+    run twice with the same ``run_id`` on one log (its episodes numbered from 0 again)
+    reported half its episodes. The same run twice, with two episodes, then one."""
+    path = tmp_path / "a.jsonl"
+    for episodes in (2, 1):
+        with Recorder(path, run_id="same") as rec:
+            for episode in range(episodes):
+                for step in range(3):
+                    rec.append(episode, step, [0], "allow")
+                rec.flush()
+    summary = summarize(read(path).records)
+    assert summary["decisions"] == 9 and summary["episodes"] == 3
+
+
+def test_summary_takes_the_nan_and_infinite_costs_its_recorder_writes(tmp_path: Path) -> None:
+    """Was a bug: the recorder writes a NaN or infinite cost as the string "NaN" /
+    "Infinity" (strict JSON has no such number), and ``summarize`` then refused the
+    whole log ("cost is not a number"), so a log that recorded a broken cost could not
+    be summarised at all. A summary of it shows the total as NaN; a string that is not
+    one of those three is still refused."""
+    path = tmp_path / "a.jsonl"
+    with Recorder(path) as rec:
+        rec.append(0, 0, [0], "allow", cost=1.0)
+        rec.append(0, 1, [0], "warn", cost=float("inf"))
+    assert math.isinf(summarize(read(path).records)["total_cost"])
+    with Recorder(path) as rec:
+        rec.append(0, 2, [0], "warn", cost=float("nan"))
+    records = read(path).records
+    assert [r["cost"] for r in records] == [1.0, "Infinity", "NaN"]
+    assert math.isnan(summarize(records)["total_cost"])
+    with pytest.raises(ValueError, match="cost is not a number"):
+        summarize([*records, {**records[0], "cost": "1.0"}])
 
 
 def test_governed_env_records_every_decision(tmp_path: Path) -> None:

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import gymnasium as gym
+import pytest
 
 import govgym
 from govgym._paths import data_dir
+from govgym.audit import Recorder
 from govgym.cli import main
 
 
@@ -153,3 +155,16 @@ def test_sql_check_verdicts_and_exit_codes() -> None:
     assert wipe.returncode == 1 and "verdict: block" in wipe.stdout
     no_sql_rule = run("sql", "check", "--policy", "empty", "SELECT 1")
     assert no_sql_rule.returncode == 2 and "has no sql rule" in no_sql_rule.stderr
+def test_audit_summary_json_of_a_nan_cost_is_strict_json(tmp_path: Path) -> None:
+    """A log whose records hold a NaN cost sums to NaN, and ``json.dumps`` writes that
+    as the bare word NaN, which strict JSON readers (jq, JavaScript) reject: ``--json``
+    writes it as the recorder does, the string "NaN"."""
+    path = tmp_path / "audit.jsonl"
+    with Recorder(path) as rec:
+        rec.append(0, 0, [0], "warn", cost=float("nan"))
+    result = run("audit", "summary", "--json", str(path))
+    assert result.returncode == 0
+    summary = json.loads(result.stdout, parse_constant=lambda word: pytest.fail(word))
+    assert summary["total_cost"] == "NaN" and summary["episodes"] == 1
+    text = run("audit", "summary", str(path))
+    assert text.returncode == 0 and "total cost nan" in text.stdout

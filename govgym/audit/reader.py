@@ -207,15 +207,41 @@ def _is_number(value: Any) -> bool:
     return True
 
 
+#: How the recorder writes a float JSON has no number for (see ``recorder._number``).
+_NON_FINITE = frozenset({"NaN", "Infinity", "-Infinity"})
+
+
+def _is_cost(value: Any) -> bool:
+    """A number, or a non-finite one as the recorder writes it (``"NaN"``, ...)."""
+    return _is_number(value) or (type(value) is str and value in _NON_FINITE)
+
+
+def _episodes(records: list[dict[str, Any]]) -> int:
+    """How many episodes ``records`` hold. One recorder writes its records in order and
+    holds the file alone, so an episode's records are consecutive: a new episode starts
+    where (run, episode) changes, or where an agent's step does not go up (a second
+    run given the same run id, starting again at episode 0)."""
+    count, current, last_step = 0, None, {}
+    for r in records:
+        key, agent, step = (r.get("run"), r.get("episode")), r.get("agent"), r.get("step")
+        numbered = type(step) is int
+        if count == 0 or key != current or (numbered and agent in last_step
+                                             and step <= last_step[agent]):
+            count, current, last_step = count + 1, key, {}
+        if numbered:
+            last_step[agent] = step
+    return count
+
+
 def _summary_problem(record: dict[str, Any]) -> str | None:
     """Why :func:`summarize` cannot count ``record``; ``None`` when it can."""
     if "verdict" not in record:
         return "record has no verdict"
     if not isinstance(record["verdict"], str):
         return f"verdict is not a string (verdict: {_show(record['verdict'])})"
-    if not _is_number(record.get("cost", 0.0)):
+    if not _is_cost(record.get("cost", 0.0)):
         return f"cost is not a number (cost: {_show(record['cost'])})"
-    for key in ("run", "episode"):
+    for key in ("run", "episode", "agent"):
         if isinstance(record.get(key), list | dict):
             return f"{key} is not a single value ({key}: {_show(record[key])})"
     violations = record.get("violations", [])
@@ -229,7 +255,8 @@ def _summary_problem(record: dict[str, Any]) -> str | None:
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts by verdict, rule and severity, with rates per 1,000 decisions.
+    """Counts by verdict, rule and severity, with rates per 1,000 decisions; the number
+    of episodes; the total cost (NaN when a record's cost was NaN).
 
     Raises ``ValueError`` for a record without the fields counted (see
     :meth:`AuditLog.invalid_records`).
@@ -254,7 +281,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 
     return {
         "decisions": steps,
-        "episodes": len({(r.get("run"), r.get("episode")) for r in records}),
+        "episodes": _episodes(records),
         "total_cost": cost,
         "verdicts": dict(by_verdict),
         "violations_by_rule": {k: {"count": n, "per_1000": per_1000(n)} for k, n in by_rule.most_common()},
