@@ -667,3 +667,52 @@ def test_summaries_of_text_object_and_tensor_arrays_are_bounded() -> None:
     assert len(big) == 65 and big[-1] == "… 1000000 values, shape (10, 100000)"
     assert summarize_action(torch.tensor([1.5, 2.0])) == [1.5, 2.0]
     assert summarize_action(torch.tensor(3)) == [3]
+
+
+def _three_records(path: Path) -> list[bytes]:
+    with Recorder(path, run_id="a") as rec:
+        for step in range(3):
+            rec.append(0, step, [0], "allow")
+    return path.read_bytes().split(b"\n")[:3]
+
+
+@pytest.mark.parametrize("where", ["last_line", "inside_last_line", "last_newline"])
+def test_the_zeros_a_power_loss_leaves_at_the_end_are_a_crash_not_tampering(
+        tmp_path: Path, where: str) -> None:
+    """Was a bug: after a power loss, file systems with delayed allocation (ext4, XFS)
+    can leave the unwritten end of a file as NUL bytes, over the last line(s) and their
+    newlines. The reader called such a line inserted text and broke the chain, and the
+    recorder, resuming, glued its records after it. NUL padding at the end of a line is
+    now what a crash leaves: the line is torn (or, when a whole record precedes the
+    zeros, that record counts), and a recorder opened afterwards continues the chain
+    from the last record the reader accepts."""
+    path = tmp_path / "a.jsonl"
+    a, b, c = _three_records(path)
+    crashed = {  # what the file holds after the power loss
+        "last_line": a + b"\n" + b + b"\n" + b"\0" * (len(c) + 1),
+        "inside_last_line": a + b"\n" + b + b"\n" + c[:40] + b"\0" * (len(c) - 39),
+        "last_newline": a + b"\n" + b + b"\0" * (len(c) + 2),
+    }[where]
+    path.write_bytes(crashed)
+    log = read(path)
+    assert log.ok, log.problem
+    assert [r["step"] for r in log.records] == [0, 1]
+    assert log.torn == ([] if where == "last_newline" else [3])
+    with Recorder(path, run_id="b") as rec:
+        rec.append(1, 0, [0], "allow")
+    log = read(path)
+    assert log.ok, log.problem
+    assert [r["seq"] for r in log.records] == [0, 1, 2] and log.records[-1]["run"] == "b"
+
+
+def test_zeros_are_crash_debris_only_at_the_end_of_a_line(tmp_path: Path) -> None:
+    """NULs before a record, or a record's prefix with a different sequence number, are
+    still not what a crash leaves."""
+    path = tmp_path / "a.jsonl"
+    a, b, c = _three_records(path)
+    path.write_bytes(a + b"\n" + b"\0\0" + b + b"\n" + c + b"\n")
+    assert not read(path).ok and read(path).first_broken == 2
+    path.write_bytes(a + b"\n" + b[:40].replace(b'"seq":1', b'"seq":7') + b"\0" * 9 + b"\n"
+                     + b + b"\n")
+    log = read(path)
+    assert not log.ok and "sequence number 7, expected 1" in log.problem

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from govgym.audit.recorder import GENESIS
+from govgym.audit.recorder import GENESIS, line_body
 
 __all__ = ["AuditLog", "read", "summarize"]
 
@@ -30,7 +30,9 @@ class AuditLog:
     resumes unbroken after them (a torn last line is the usual case; a recorder opened
     on the file afterwards goes on from the last complete record). A line can only be
     torn if it is what a crash leaves: the start of the record that came next (its
-    sequence number, when written, is the next one). Any other unreadable line after
+    sequence number, when written, is the next one), or the NUL bytes a power loss can
+    leave where the end of the file was not yet written (a line's trailing NULs are no
+    part of it; a whole record before them counts). Any other unreadable line after
     the first record breaks the chain: text inserted into a log is tampering. ``lines`` holds the
     1-based line of each record in ``records``. ``not_a_log`` is True for a file with
     content but no record, nor the start of one (binary data, some other text): not an
@@ -90,7 +92,7 @@ _RECORD_START = b'{"seq":'
 
 
 def _starts_like_a_record(raw: bytes) -> bool:
-    return _RECORD_START.startswith(raw[:len(_RECORD_START)])
+    return _RECORD_START.startswith(line_body(raw)[:len(_RECORD_START)])
 
 
 _TORN_SEQ = re.compile(rb'\{"seq":(-?\d+)[,}]')
@@ -148,9 +150,10 @@ def read(path: str | os.PathLike[str]) -> AuditLog:
         raw_lines.pop()
     log._line_count = len(raw_lines)
     for number, raw in enumerate(raw_lines, start=1):
-        if raw.endswith(b"\r"):  # a log whose line ends were made CRLF (a Windows copy, git)
-            raw = raw[:-1]
+        raw = line_body(raw)  # without a CRLF copy's \r and a power loss's NUL bytes
         if not raw:
+            if raw_lines[number - 1].endswith(b"\0"):  # zeros only: where a power loss
+                log.torn.append(number)  # took the last record(s), if it took any
             continue
         # a line that is not JSON keeps its text: one that still ends in a record's hash
         # (a byte-order mark before it, an edit that broke the JSON) is no crash's doing

@@ -257,6 +257,16 @@ def _meaning_value(value: Any, nested: bool) -> Any:
     return _bounded_repr(value)
 
 
+def line_body(raw: bytes) -> bytes:
+    """A log line without what can follow a record on it and is no part of it: the
+    ``\\r`` of a CRLF copy (Windows, git), and the NUL bytes a power loss leaves where
+    the end of a file was not yet written (ext4 and XFS allocate blocks late and can
+    show them zero-filled). The reader and a resuming recorder both read lines so."""
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    return raw.rstrip(b"\0") if raw.endswith(b"\0") else raw
+
+
 _LAST_RECORD = re.compile(rb'\{"seq":(\d+),.*,"hash":"([0-9a-f]{64})"\}', re.DOTALL)
 
 
@@ -272,13 +282,14 @@ def _last_record(path: Path) -> tuple[int, str]:
             fh.seek(start)
             lines = fh.read(size - start).split(b"\n")
             for raw in reversed(lines[1:] if start else lines):
+                raw = line_body(raw)
                 try:
                     record = json.loads(raw)
                     return int(record["seq"]), str(record["hash"])
                 except (ValueError, KeyError, TypeError):
                     continue
                 except RecursionError:  # too deep for json here: its seq and hash as text
-                    ends = _LAST_RECORD.fullmatch(raw.rstrip(b"\r"))
+                    ends = _LAST_RECORD.fullmatch(raw)
                     if ends:
                         return int(ends.group(1)), ends.group(2).decode()
                     continue
