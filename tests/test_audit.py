@@ -676,9 +676,10 @@ def _three_records(path: Path) -> list[bytes]:
     return path.read_bytes().split(b"\n")[:3]
 
 
+@pytest.mark.parametrize("crlf", [False, True], ids=["lf", "crlf"])
 @pytest.mark.parametrize("where", ["last_line", "inside_last_line", "last_newline"])
 def test_the_zeros_a_power_loss_leaves_at_the_end_are_a_crash_not_tampering(
-        tmp_path: Path, where: str) -> None:
+        tmp_path: Path, where: str, crlf: bool) -> None:
     """Was a bug: after a power loss, file systems with delayed allocation (ext4, XFS)
     can leave the unwritten end of a file as NUL bytes, over the last line(s) and their
     newlines. The reader called such a line inserted text and broke the chain, and the
@@ -688,6 +689,8 @@ def test_the_zeros_a_power_loss_leaves_at_the_end_are_a_crash_not_tampering(
     from the last record the reader accepts."""
     path = tmp_path / "a.jsonl"
     a, b, c = _three_records(path)
+    if crlf:  # a CRLF copy (Windows, git) that lost its end: zeros after a record's \r
+        a, b, c = a + b"\r", b + b"\r", c + b"\r"
     crashed = {  # what the file holds after the power loss
         "last_line": a + b"\n" + b + b"\n" + b"\0" * (len(c) + 1),
         "inside_last_line": a + b"\n" + b + b"\n" + c[:40] + b"\0" * (len(c) - 39),

@@ -262,9 +262,9 @@ def line_body(raw: bytes) -> bytes:
     ``\\r`` of a CRLF copy (Windows, git), and the NUL bytes a power loss leaves where
     the end of a file was not yet written (ext4 and XFS allocate blocks late and can
     show them zero-filled). The reader and a resuming recorder both read lines so."""
-    if raw.endswith(b"\r"):
-        raw = raw[:-1]
-    return raw.rstrip(b"\0") if raw.endswith(b"\0") else raw
+    if raw.endswith(b"\0"):  # first: a CRLF line's zeros come after its \r
+        raw = raw.rstrip(b"\0")
+    return raw[:-1] if raw.endswith(b"\r") else raw
 
 
 _LAST_RECORD = re.compile(rb'\{"seq":(\d+),.*,"hash":"([0-9a-f]{64})"\}', re.DOTALL)
