@@ -244,9 +244,10 @@ def test_budget_rejects_a_nan_action_cost_and_keeps_counting() -> None:
     assert kernel.decide(Proposal(np.array([2.0])), ctx).violations[0].code == "hard_limit"
 
 
+@pytest.mark.parametrize("size", [2, 1000], ids=["small", "large"])  # both ways it is summed
 @pytest.mark.parametrize("norm", ["l1", "l2"])
 def test_budget_norm_past_the_float_range_is_an_invalid_cost_without_a_numpy_warning(
-        norm: str) -> None:
+        norm: str, size: int) -> None:
     """Was: NumPy's sum (l1) and hypot.reduce (l2) of finite values past 1.8e308 warned
     "overflow encountered in reduce"; under ``-W error`` (or a warnings filter) that
     warning raised inside the rule and the step got a ``rule_error`` in place of the
@@ -254,7 +255,8 @@ def test_budget_norm_past_the_float_range_is_an_invalid_cost_without_a_numpy_war
     kernel = Kernel({"name": "p", "rules": [{"kind": "budget", "name": "b", "norm": norm,
                                              "hard": 3}]})
     ctx = kernel.new_context()
-    huge = np.array([1.5e308, -1.5e308])
+    huge = np.zeros(size)
+    huge[:2] = 1.5e308, -1.5e308
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pre = kernel.decide(Proposal(huge), ctx)
@@ -262,7 +264,7 @@ def test_budget_norm_past_the_float_range_is_an_invalid_cost_without_a_numpy_war
     assert [v.code for v in pre.violations] == ["invalid_cost"]
     assert [v.code for v in post.violations] == ["invalid_cost"]
     assert ctx.state["b"].spent == 0.0
-    kernel.review(outcome(action=np.array([1.0, -1.0])), ctx)  # l1 2, l2 sqrt(2)
+    kernel.review(outcome(action=np.array([1.0, -1.0] + [0.0] * (size - 2))), ctx)  # 2, sqrt 2
     assert ctx.state["b"].spent == pytest.approx(2.0 if norm == "l1" else math.sqrt(2))
 
 

@@ -92,6 +92,10 @@ class BudgetParams(RuleParams):
         return value
 
 
+#: Values up to which a norm is summed in Python (below it, faster than NumPy's call)
+_PYTHON_NORM_SIZE = 32
+
+
 @dataclass(slots=True)
 class BudgetState:
     spent: float = 0.0
@@ -123,12 +127,18 @@ class Budget(Rule):
                     f"action_costs prices a Discrete action (one integer); this action has "
                     f"{flat.size} values: use norm, or a world cost (info_key)")
             return p.action_costs.get(integral(flat[0], "action_costs"), 0.0)
-        # Python floats, not NumPy's sum / hypot.reduce: a norm past the float range is
-        # inf here (then refused as invalid_cost), where NumPy warns "overflow encountered",
-        # which a warnings filter turns into an exception; and for the few values of a
-        # Box action this is faster
-        values = np.asarray(action, dtype=np.float64).reshape(-1).tolist()
-        norm = sum(map(abs, values)) if p.norm == "l1" else math.hypot(*values)
+        # A norm past the float range must come out inf (then refused as invalid_cost)
+        # without NumPy's "overflow encountered" warning, which a warnings filter turns
+        # into an exception: Python floats for the few values of a usual Box action
+        # (faster there), NumPy with the warning off for a large one (faster there)
+        flat = np.asarray(action, dtype=np.float64).reshape(-1)
+        if flat.size <= _PYTHON_NORM_SIZE:
+            values = flat.tolist()
+            norm = sum(map(abs, values)) if p.norm == "l1" else math.hypot(*values)
+        else:
+            with np.errstate(over="ignore"):
+                norm = (np.abs(flat).sum() if p.norm == "l1"
+                        else np.hypot.reduce(np.abs(flat)))
         return float(norm) * p.scale
 
     def _level(self, total: float) -> int:
