@@ -198,19 +198,19 @@ def summarize_meaning(meaning: Mapping[str, Any]) -> dict[str, Any]:
     >>> summarize_meaning({"1": "text", 1: "number"})
     {'1': 'text', '1 (int)': 'number'}
     """
-    if len(meaning) <= _MAX_KEYS:  # the common case: text keys, a few of them
-        try:
-            out = {str(key): _meaning_value(value, nested=True) for key, value in meaning.items()}
-        except Exception:  # a key whose str() fails: named below
-            out = None
-        if out is not None and len(out) == len(meaning):  # no two keys print alike
-            return out
     return _text_keyed(meaning, nested=True)
 
 
 def _text_keyed(mapping: Mapping[Any, Any], nested: bool) -> dict[str, Any]:
     """``mapping``'s first 32 items with text keys, none lost to another that prints the
     same, then a ``"…"`` key that counts them all when there were more."""
+    if len(mapping) <= _MAX_KEYS:  # the common case: text keys, a few of them
+        try:
+            out = {str(key): _meaning_value(value, nested) for key, value in mapping.items()}
+        except Exception:  # a key whose str() fails: named below
+            out = None
+        if out is not None and len(out) == len(mapping):  # no two keys print alike
+            return out
     items = list(islice(mapping.items(), _MAX_KEYS))
     taken = {key for key, _ in items if type(key) is str}  # text keys keep their text
     out: dict[str, Any] = {}
