@@ -149,6 +149,9 @@ def test_an_exception_that_cannot_be_printed_is_still_a_rule_error() -> None:
     ({"kind": "state_bounds", "bounds": [{"index": 0, "low": "-1", "high": 1}]}, "a number, got '-1'"),
     ({"kind": "forbidden_actions", "ranges": [{"low": 0, "high": "2"}]}, "a number, got '2'"),
     ({"kind": "budget", "norm": "l1", "hard": True}, "a number, got True"),
+    # was accepted: a bound that names an entry but no limit, which only ever caught NaN
+    ({"kind": "state_bounds", "bounds": [{"index": 2, "label": "angle"}]},
+     "needs low, high or both"),
     ({"kind": "forbidden_actions", "values": [1], "description": ["a", "b"]}, "a description is text"),
 ])
 def test_ambiguous_or_mistyped_parameters_are_rejected(rule: dict[str, Any], needle: str) -> None:

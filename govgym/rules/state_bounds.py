@@ -12,7 +12,8 @@ Example policy entry::
 
 Each bound reads one entry of the flattened observation (``key`` picks an entry of a
 ``Dict`` observation first). All bounds are checked at once with numpy. A bound with
-its own ``severity`` overrides the rule's.
+its own ``severity`` overrides the rule's. A bound gives ``low``, ``high`` or both (the
+one left out is unbounded); a NaN entry is outside every bound.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class Bound(RuleParams):
 
     @model_validator(mode="after")
     def _ordered(self) -> Bound:
+        if "low" not in self.model_fields_set and "high" not in self.model_fields_set:
+            raise FieldError("low", "a bound needs low, high or both (without them it "
+                                    "catches only NaN; for that alone, write low: -.inf)")
         if not self.low <= self.high:
             raise FieldError("high", f"low ({self.low}) must be <= high ({self.high})")
         if self.severity is not None:
