@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import math
 import re
 import sys
 from collections.abc import Sequence
@@ -189,10 +188,10 @@ def _cmd_audit_summary(args: argparse.Namespace) -> int:
         print(f"{args.file}:{log.first_broken}: chain broken: {log.problem}; the summary "
               f"counts only the {len(log.records)} record(s) before it", file=sys.stderr)
     if args.json:
-        total = summary["total_cost"]
-        if not math.isfinite(total):  # strict JSON has no NaN: as the recorder writes it
-            summary["total_cost"] = "NaN" if total != total else "Infinity" if total > 0 else "-Infinity"
-        print(json.dumps(summary, indent=2, allow_nan=False))
+        from govgym.audit.recorder import _strict
+
+        # strict JSON has no NaN: a non-finite total as the recorder writes one ("NaN")
+        print(json.dumps(_strict(summary), indent=2, allow_nan=False))
     else:
         print(f"{args.file}: {summary['decisions']} decisions, {summary['episodes']} episode(s), "
               f"total cost {summary['total_cost']:.4g}, chain {'ok' if log.ok else 'BROKEN'}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from govgym.audit.recorder import GENESIS, line_body
+from govgym.audit.recorder import _NON_FINITE, GENESIS, line_body
 
 __all__ = ["AuditLog", "read", "summarize"]
 
@@ -210,13 +210,13 @@ def _is_number(value: Any) -> bool:
     return True
 
 
-#: How the recorder writes a float JSON has no number for (see ``recorder._number``).
-_NON_FINITE = frozenset({"NaN", "Infinity", "-Infinity"})
+#: How the recorder writes a float JSON has no number for (``"NaN"``, ...).
+_NON_FINITE_TEXT = frozenset(_NON_FINITE.values())
 
 
 def _is_cost(value: Any) -> bool:
     """A number, or a non-finite one as the recorder writes it (``"NaN"``, ...)."""
-    return _is_number(value) or (type(value) is str and value in _NON_FINITE)
+    return _is_number(value) or (type(value) is str and value in _NON_FINITE_TEXT)
 
 
 def _episodes(records: list[dict[str, Any]]) -> int:
@@ -228,8 +228,7 @@ def _episodes(records: list[dict[str, Any]]) -> int:
     for r in records:
         key, agent, step = (r.get("run"), r.get("episode")), r.get("agent"), r.get("step")
         numbered = type(step) is int
-        if count == 0 or key != current or (numbered and agent in last_step
-                                             and step <= last_step[agent]):
+        if key != current or (numbered and agent in last_step and step <= last_step[agent]):
             count, current, last_step = count + 1, key, {}
         if numbered:
             last_step[agent] = step
