@@ -254,10 +254,33 @@ def make_governed(world: str, policy: Any, world_kwargs: Mapping[str, Any] | Non
     if unknown:
         raise TypeError(f"unexpected argument(s) {sorted(unknown)}; a governed env takes "
                         f"render_mode, world_kwargs, policy and {sorted(_WRAPPER_KEYS)}")
-    env = GovernedEnv(_make_world(world, world_kwargs or {}, render_mode), policy, **wrapper_kwargs)
+    world_env = _make_world(world, world_kwargs or {}, render_mode)
+    try:
+        env = GovernedEnv(world_env, policy, **wrapper_kwargs)
+    except Exception as exc:  # a refused argument: the world built for it is closed again
+        world_env.close()
+        exc.add_note(_built_from(world, policy, world_kwargs, wrapper_kwargs))
+        raise
     env._part_of_entry_point = True  # the id's spec rebuilds it: no additional wrapper entry
     env.metadata = {**env.metadata, "render_modes": env.env.metadata.get("render_modes", [])}
     return env
+
+
+def _built_from(world: str, policy: Any, world_kwargs: Mapping[str, Any] | None,
+                wrapper_kwargs: Mapping[str, Any]) -> str:
+    """Where a refused governed env came from: the env spec whose arguments these are (the
+    entry point is not told the id), else only the world."""
+    given = {"world": world, "world_kwargs": dict(world_kwargs or {}), "policy": policy,
+             **{key: None for key in ("intervention", "shaping", "safe_action", "cost_limit")},
+             **wrapper_kwargs}
+    for spec in ENV_SPECS.values():
+        try:
+            same = spec.make_kwargs() == given
+        except Exception:  # an argument (a NumPy array) that == does not answer: not the file's
+            same = False
+        if same:
+            return f"while building {spec.id!r}, as the env spec {spec.source} sets it"
+    return f"while building a governed env of the world {world!r}"
 
 
 def register_env_specs(specs: Mapping[str, EnvSpecFile] | None = None) -> None:

@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 
 import govgym
@@ -571,3 +572,39 @@ def test_good_env_spec_errors_name_the_file(tmp_path: Path) -> None:
         (tmp_path / "envs" / "mine.yaml").write_text(text)
         with pytest.raises(EnvSpecError, match=rf"mine\.yaml: {message}"):
             load_env_specs(tmp_path / "envs")
+
+
+def test_a_spec_whose_safe_action_does_not_fit_names_its_file_and_closes_the_world(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # was: gym.make raised "safe_action 7 is not an action of the action space Discrete(2)"
+    # with no word of which env spec set it, and the world it had built stayed open
+    monkeypatch.setattr(registration, "ENV_SPECS", dict(registration.ENV_SPECS))
+    env_id = "Review-BadSafeAction-v0"
+    spec = EnvSpecFile(id=env_id, world="CartPole-v1", policy="empty", source="mine.yaml",
+                       safe_action=7)
+    closed: list[str] = []
+    original_close = gym.Env.close
+
+    def close(self: gym.Env) -> None:
+        closed.append(type(self.unwrapped).__name__)
+        original_close(self)
+
+    from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
+    monkeypatch.setattr(CartPoleEnv, "close", close)
+    register_env_specs({env_id: spec})
+    try:
+        with pytest.raises(ValueError, match="safe_action 7 is not an action") as caught:
+            gym.make(env_id)
+        notes = " ".join(getattr(caught.value, "__notes__", []))
+        assert "mine.yaml" in notes and env_id in notes
+        assert closed == ["CartPoleEnv"]
+        # an argument given to gym.make is not blamed on the file
+        with pytest.raises(ValueError, match="safe_action 9 is not an action") as caught:
+            gym.make(env_id, safe_action=9)
+        notes = " ".join(getattr(caught.value, "__notes__", []))
+        assert "mine.yaml" not in notes and "CartPole-v1" in notes
+        with pytest.raises(ValueError, match=r"safe_action array\(\[9\]\) is not an action"):
+            gym.make(env_id, safe_action=np.array([9]))  # == of an array says no bool
+    finally:
+        del gym.registry[env_id]
