@@ -46,9 +46,16 @@ class _Accumulator:
         self.length = self.violations = self.executed = self.critical = 0
 
     def add(self, reward: float, info: dict[str, Any]) -> None:
+        """``reward`` is the env's (unnormalised); a governed env's own figures win, so
+        a reward wrapper outside it changes neither return."""
         governance = info.get("governance", {})
-        self.raw += float(governance.get("raw_reward", reward))
-        self.shaped += float(reward)
+        raw = governance.get("raw_reward")
+        if raw is None:
+            self.raw += float(reward)
+            self.shaped += float(reward)
+        else:
+            self.raw += float(raw)
+            self.shaped += float(raw) + float(governance.get("reward_delta", 0.0))
         self.cost += float(info.get("cost", 0.0))
         self.length += 1
         for v in governance.get("violations", ()):
@@ -80,7 +87,9 @@ class GovernanceLogger(BaseCallback):
             self._acc = [_Accumulator() for _ in range(self.training_env.num_envs)]
 
     def _on_step(self) -> bool:
-        rewards = self.locals["rewards"]
+        normalizer = self.model.get_vec_normalize_env()
+        # VecNormalize has scaled the rewards SB3 hands the callback: its originals
+        rewards = self.locals["rewards"] if normalizer is None else normalizer.get_original_reward()
         for i, (info, done) in enumerate(zip(self.locals["infos"], self.locals["dones"], strict=True)):
             self._acc[i].add(float(rewards[i]), info)
             if done:
@@ -98,18 +107,27 @@ class GovernanceLogger(BaseCallback):
 
 def evaluate(model: Any, make_env: Callable[[], gym.Env], episodes: int = 20, seed: int = 0,
              deterministic: bool = True, use_masks: bool = False) -> list[EpisodeStats]:
-    """Run ``model`` for ``episodes`` episodes on fresh seeds ``seed, seed+1, ...``."""
+    """Run ``model`` for ``episodes`` episodes on fresh seeds ``seed, seed+1, ...``.
+
+    ``model`` is any SB3 model (``predict(obs, state, episode_start, deterministic)``):
+    a recurrent one keeps its state through each episode. ``use_masks`` passes the env's
+    ``action_masks()`` (MaskablePPO)."""
     env = make_env()
     results = []
     try:
         for episode in range(episodes):
             obs, _ = env.reset(seed=seed + episode)
             acc = _Accumulator()
+            # a recurrent model's state (RecurrentPPO's LSTM), carried from step to step
+            # and reset at the episode's start, as SB3's evaluate_policy does
+            state, start = None, np.ones((1,), dtype=bool)
             while True:
                 kwargs = {}
                 if use_masks:
                     kwargs["action_masks"] = env.get_wrapper_attr("action_masks")()
-                action, _ = model.predict(obs, deterministic=deterministic, **kwargs)
+                action, state = model.predict(obs, state=state, episode_start=start,
+                                              deterministic=deterministic, **kwargs)
+                start = np.zeros((1,), dtype=bool)
                 obs, reward, terminated, truncated, info = env.step(action)
                 acc.add(float(reward), info)
                 if terminated or truncated:
