@@ -326,8 +326,7 @@ def make(env_id: str | gym.envs.registration.EnvSpec, policy: Any = None,
         return gym.make(env_id, **kwargs)
     wrapper_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _WRAPPER_KEYS}
     limit = wrapper_kwargs.get("max_episode_steps")
-    if limit is None or (isinstance(limit, int | np.integer) and not isinstance(limit, bool)
-                         and (limit >= 1 or limit == -1)):
+    if limit is None or _is_step_limit(limit):
         # the limit goes to gym.make, whose TimeLimit (the registered one by default)
         # GovernedEnv takes over: it counts every step, blocked ones too. Kept out of the
         # wrapper's own arguments, so gym.make(env.spec, max_episode_steps=n) changes it,
@@ -342,6 +341,12 @@ def make(env_id: str | gym.envs.registration.EnvSpec, policy: Any = None,
 _GOVERNED = f"{GovernedEnv.__module__}:{GovernedEnv.__name__}"
 
 
+def _is_step_limit(limit: Any) -> bool:
+    """A ``max_episode_steps`` gym.make takes: a whole number >= 1, or -1 for none."""
+    return (isinstance(limit, int | np.integer) and not isinstance(limit, bool)
+            and (limit >= 1 or limit == -1))
+
+
 def _make_from_governed_spec(spec: gym.envs.registration.EnvSpec, policy: Any,
                              kwargs: dict[str, Any]) -> gym.Env:
     """Rebuild an env whose spec already carries GovernedEnv: govern it once, not twice;
@@ -349,6 +354,11 @@ def _make_from_governed_spec(spec: gym.envs.registration.EnvSpec, policy: Any,
     overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in _WRAPPER_KEYS}
     if policy is not None:
         overrides["policy"] = policy
+    limit = overrides.get("max_episode_steps")
+    if limit is not None and _is_step_limit(limit):
+        # gym.make's, as in make(): the wrapper takes over the TimeLimit it builds
+        kwargs["max_episode_steps"] = int(limit)
+        overrides["max_episode_steps"] = None
     if overrides:
         wrappers = tuple(
             dataclasses.replace(w, kwargs={**(w.kwargs or {}), **overrides}) if w.entry_point == _GOVERNED

@@ -186,3 +186,26 @@ def test_gym_make_of_the_spec_takes_a_new_step_limit(limit: int) -> None:
     assert governed(other).kernel.rule_names == governed(env).kernel.rule_names
     own = govgym.make("MountainCar-v0", policy="mountaincar-rate", max_episode_steps=limit)
     assert _episode_length(gym.make(own.spec)) == limit
+
+
+EMPTY = {"name": "p", "rules": []}
+
+
+def test_a_step_limit_given_to_the_wrapper_is_the_specs_and_gym_make_overrides_it() -> None:
+    """Was a bug: a limit given to govgym.make(spec, ...) or to GovernedEnv itself was
+    recorded as the wrapper's explicit argument, so gym.make(env.spec, max_episode_steps=6)
+    built TimeLimit(6) and the wrapper replaced it with its own 12, silently."""
+    base = govgym.make("MountainCar-v0", policy=EMPTY)
+    via_make = govgym.make(base.spec, max_episode_steps=12)
+    own = GovernedEnv(gym.make("MountainCar-v0"), EMPTY, max_episode_steps=12)
+    for env in (via_make, own):
+        assert _episode_length(env) == env.spec.max_episode_steps == 12
+        assert _episode_length(gym.make(env.spec)) == 12
+        shorter = gym.make(env.spec, max_episode_steps=6)
+        assert _episode_length(shorter) == shorter.spec.max_episode_steps == 6
+        rebuilt = gym.make(gym.envs.registration.EnvSpec.from_json(env.spec.to_json()))
+        assert _episode_length(rebuilt) == 12
+    unlimited = GovernedEnv(gym.make("MountainCar-v0"), EMPTY, max_episode_steps=-1)
+    assert unlimited.max_episode_steps is None and unlimited.spec.max_episode_steps is None
+    assert governed(gym.make(unlimited.spec)).max_episode_steps is None
+    assert _episode_length(gym.make(unlimited.spec, max_episode_steps=6)) == 6

@@ -701,15 +701,20 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         change). Its ``max_episode_steps`` is this wrapper's limit, which counts every
         step, blocked ones too (for a world built without a ``TimeLimit``, Gymnasium's
         spec alone would say ``None`` and wrappers such as ``TimeAwareObservation`` would
-        find no limit)."""
+        find no limit). The limit is the spec's, not this wrapper's recorded argument:
+        ``gym.make(env.spec)`` gives the world a ``TimeLimit`` of that length, which this
+        wrapper takes over, and ``gym.make(env.spec, max_episode_steps=n)`` changes it, as
+        for any Gymnasium env."""
         if self._part_of_entry_point:
             return self.env.spec
         if self._cached_spec is None:  # where Gymnasium's Wrapper.spec caches its answer
             spec = super().spec
-            if spec is not None and spec.max_episode_steps is None and self.max_episode_steps is not None:
-                # gym.make(spec) then gives the world a TimeLimit of the same length: it never
-                # ends an episode before this wrapper's does, which counts blocked steps too
-                self._cached_spec = dataclasses.replace(spec, max_episode_steps=self.max_episode_steps)
+            if spec is not None:
+                *inner, own = spec.additional_wrappers
+                own = dataclasses.replace(own, kwargs={**own.kwargs, "max_episode_steps": None})
+                self._cached_spec = dataclasses.replace(
+                    spec, max_episode_steps=self.max_episode_steps,
+                    additional_wrappers=(*inner, own))
         return self._cached_spec
 
     def close(self) -> None:
