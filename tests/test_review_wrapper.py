@@ -209,3 +209,23 @@ def test_a_step_limit_given_to_the_wrapper_is_the_specs_and_gym_make_overrides_i
     assert unlimited.max_episode_steps is None and unlimited.spec.max_episode_steps is None
     assert governed(gym.make(unlimited.spec)).max_episode_steps is None
     assert _episode_length(gym.make(unlimited.spec, max_episode_steps=6)) == 6
+
+
+def test_a_registered_ids_spec_writes_json_whatever_form_the_arguments_took(tmp_path: Path) -> None:
+    """Was a bug: for a registered id env.spec held gym.make's arguments as given, so a
+    Policy object or a Path made to_json() fail, and IntEnum keys of an intervention
+    table came back as numbers that are no severity."""
+    from govgym import Severity, Verdict, load_policy
+
+    policy_file = tmp_path / "p.yaml"
+    policy_file.write_text((data_dir("policies") / "cartpole-envelope.yaml").read_text())
+    for kwargs in ({"policy": load_policy("cartpole-envelope")}, {"policy": policy_file},
+                   {"intervention": {Severity.HIGH: Verdict.BLOCK}},
+                   {"shaping": govgym.Shaping.from_config({"max_penalty": 0.5})},
+                   {"safe_action": np.int64(1), "cost_limit": np.float32(3.0)}):
+        env = gym.make("Governed-CartPole-v1", **kwargs)
+        rebuilt = gym.make(gym.envs.registration.EnvSpec.from_json(env.spec.to_json()))
+        assert rebuilt.spec.to_json() == env.spec.to_json()
+        first, second = governed(env), governed(rebuilt)
+        assert first.kernel.policy.to_dict() == second.kernel.policy.to_dict()
+        assert first.shaping == second.shaping and first.safe_action == second.safe_action

@@ -698,15 +698,23 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """The env spec, as Gymnasium's wrappers give it; for a registered govgym id the
         id's own spec (this wrapper is part of its entry point, so it is not listed as an
         additional wrapper, and ``gym.make(env.spec, cost_limit=7)`` rebuilds it with the
-        change). Its ``max_episode_steps`` is this wrapper's limit, which counts every
-        step, blocked ones too (for a world built without a ``TimeLimit``, Gymnasium's
-        spec alone would say ``None`` and wrappers such as ``TimeAwareObservation`` would
-        find no limit). The limit is the spec's, not this wrapper's recorded argument:
+        change), its arguments as plain data (a policy object as its mapping, a path as
+        text, severities by name), so ``env.spec.to_json()`` writes it.
+
+        Its ``max_episode_steps`` is this wrapper's limit, which counts every step,
+        blocked ones too (for a world built without a ``TimeLimit``, Gymnasium's spec
+        alone would say ``None`` and wrappers such as ``TimeAwareObservation`` would find
+        no limit). The limit is the spec's, not this wrapper's recorded argument:
         ``gym.make(env.spec)`` gives the world a ``TimeLimit`` of that length, which this
         wrapper takes over, and ``gym.make(env.spec, max_episode_steps=n)`` changes it, as
         for any Gymnasium env."""
         if self._part_of_entry_point:
-            return self.env.spec
+            spec = self.env.spec  # holds gym.make's arguments as given: put as plain data
+            if spec is None:
+                return None
+            saved = self._saved_kwargs
+            return dataclasses.replace(spec, kwargs={
+                key: saved.get(key, value) for key, value in spec.kwargs.items()})
         if self._cached_spec is None:  # where Gymnasium's Wrapper.spec caches its answer
             spec = super().spec
             if spec is not None:
