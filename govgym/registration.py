@@ -7,7 +7,8 @@ An env spec file::
     description: CartPole inside a stricter position and angle envelope.
     world: CartPole-v1                 # a Gymnasium id, or "package.module:Class"
     world_kwargs: {}
-    policy: cartpole-envelope          # a name in policies/, or an inline mapping
+    policy: cartpole-envelope          # a name in policies/, a path relative to this file,
+                                       # or an inline mapping
     intervention: {high: warn}         # optional: severity -> verdict overrides
     shaping: {max_penalty: 1.0}        # optional: see govgym.shaping.Shaping
     safe_action: null                  # optional: substitute for the replace verdict
@@ -92,11 +93,17 @@ def _parse_spec(path: Path) -> EnvSpecFile:
         raise EnvSpecError(f"{path}: an env spec is a mapping")
     unknown = set(data) - _SPEC_KEYS
     if unknown:
+        hint = ("; this looks like a policy file: keep policies out of the env spec folder "
+                "(a spec names one by name, or by a path relative to the spec)"
+                if "rules" in unknown else "")
         raise EnvSpecError(f"{path}: unknown field(s) {sorted(map(str, unknown))}; "
-                           f"expected {sorted(_SPEC_KEYS)}")
+                           f"expected {sorted(_SPEC_KEYS)}{hint}")
     for required in ("id", "world", "policy"):
         if not data.get(required):
             raise EnvSpecError(f"{path}: field {required!r} is required")
+    if isinstance(data["policy"], str) and _looks_like_path(data["policy"]):
+        # relative to the spec file, not to wherever the process that builds the env runs
+        data = {**data, "policy": str(path.parent / Path(data["policy"]).expanduser())}
     problems = [f"field {key!r}: {problem}" for key, check in _FIELD_CHECKS.items()
                 if data.get(key) is not None and (problem := check(data[key])) is not None]
     if problems:
@@ -143,8 +150,9 @@ def _check_intervention(value: Any) -> str | None:
 
 
 def _check_policy(value: Any) -> str | None:
-    """A named policy must exist; an inline one must be valid (a named one is validated,
-    with its own file and lines, when it is loaded)."""
+    """A named policy must exist; an inline one, or a file (its path already resolved
+    against the spec's folder), must be valid (a named one is validated, with its own file
+    and lines, when it is loaded)."""
     if isinstance(value, Mapping):
         try:
             load_policy(value)
@@ -153,10 +161,22 @@ def _check_policy(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         return f"a policy name, path or mapping, got {value!r}"
-    looks_like_path = value.endswith((".yaml", ".yml")) or "/" in value or "\\" in value
-    if not looks_like_path and value not in available_policies():
+    if _looks_like_path(value):
+        if not Path(value).is_file():
+            return f"no such policy file: {value}"
+        try:
+            load_policy(value)
+        except PolicyError as exc:
+            return f"{exc.source}: " + "; ".join(f"{where}: {message}" for where, message in exc.problems)
+        return None
+    if value not in available_policies():
         return f"no policy named {value!r}; available: {', '.join(available_policies())}"
     return None
+
+
+def _looks_like_path(value: str) -> bool:
+    """A policy given by path, not by name (as ``load_policy`` tells them apart)."""
+    return value.endswith((".yaml", ".yml")) or "/" in value or "\\" in value
 
 
 def _check_shaping(value: Any) -> str | None:

@@ -15,6 +15,7 @@ import pytest
 
 import govgym
 from govgym import registration
+from govgym._paths import data_dir
 from govgym.cli import main
 from govgym.kernel import PolicyError, load_policy
 from govgym.registration import EnvSpecError, EnvSpecFile, load_env_specs, register_env_specs
@@ -608,3 +609,47 @@ def test_a_spec_whose_safe_action_does_not_fit_names_its_file_and_closes_the_wor
             gym.make(env_id, safe_action=np.array([9]))  # == of an array says no bool
     finally:
         del gym.registry[env_id]
+
+
+def test_a_policy_path_in_an_env_spec_is_relative_to_the_spec_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # was: resolved against the working directory when gym.make ran, so a worker started
+    # elsewhere (or any other directory) failed with "no such policy file"
+    folder = tmp_path / "specs"
+    (folder / "pol").mkdir(parents=True)
+    policy = (data_dir("policies") / "cartpole-envelope.yaml").read_text(encoding="utf-8")
+    (folder / "pol" / "mine.yaml").write_text(policy, encoding="utf-8")
+    (folder / "cp.yaml").write_text("id: Review-RelPolicy-v0\nworld: CartPole-v1\n"
+                                    "policy: pol/mine.yaml\n", encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = load_env_specs(folder)["Review-RelPolicy-v0"]
+    assert Path(spec.policy) == folder / "pol" / "mine.yaml"
+    assert load_policy(spec.policy).to_dict() == load_policy("cartpole-envelope").to_dict()
+
+
+@pytest.mark.parametrize(("policy", "fragment"), [
+    ("pol/missing.yaml", "no such policy file"),
+    ("pol/bad.yaml", "severity"),
+])
+def test_a_policy_file_an_env_spec_names_is_checked_when_the_spec_loads(
+        tmp_path: Path, policy: str, fragment: str) -> None:
+    # was: accepted and registered; only gym.make found the file missing or invalid,
+    # without naming the env spec
+    folder = tmp_path / "specs"
+    (folder / "pol").mkdir(parents=True)
+    (folder / "pol" / "bad.yaml").write_text(
+        "name: bad\nrules:\n  - kind: forbidden_actions\n    values: [0]\n    severity: hgih\n",
+        encoding="utf-8")
+    (folder / "mine.yaml").write_text(f"id: Review-BadPolicy-v0\nworld: CartPole-v1\n"
+                                      f"policy: {policy}\n", encoding="utf-8")
+    with pytest.raises(EnvSpecError) as caught:
+        load_env_specs(folder)
+    text = str(caught.value)
+    assert "mine.yaml" in text and "field 'policy'" in text and fragment in text
+
+
+def test_a_policy_file_in_the_env_spec_folder_is_named_as_such(tmp_path: Path) -> None:
+    text = spec_error(tmp_path, (data_dir("policies") / "cartpole-envelope.yaml").read_text())
+    assert "mine.yaml" in text and "policy file" in text
