@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import gymnasium as gym
+import pytest
 
 import govgym
 from govgym import GovernedEnv
@@ -106,3 +107,47 @@ def test_records_are_flushed_at_exit_without_close(tmp_path: Path) -> None:
     """)
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
     assert on_disk(path) == 7
+
+
+def test_a_recorder_that_recorded_nothing_leaves_no_file_it_created(tmp_path: Path) -> None:
+    """Was a nuisance: every env built with an audit_path left a file, so the throwaway
+    env AsyncVectorEnv builds to read the spaces left an empty log under a fresh run id,
+    and a glob of runs/*.jsonl found a run that never ran."""
+    from govgym.audit import Recorder
+
+    Recorder(tmp_path / "nothing.jsonl").close()
+    assert not (tmp_path / "nothing.jsonl").exists()
+    existing = tmp_path / "existing.jsonl"
+    existing.touch()
+    Recorder(existing).close()  # not its file to remove
+    assert existing.exists()
+    envs = gym.make_vec("Governed-CartPole-v1", num_envs=2, vectorization_mode="async",
+                        audit_path=str(tmp_path / "runs" / "audit-{run}.jsonl"))
+    envs.reset(seed=0)
+    envs.step(envs.action_space.sample())
+    envs.close()
+    logs = sorted((tmp_path / "runs").glob("*.jsonl"))
+    assert len(logs) == 2
+    assert all(read_audit(log).ok and len(read_audit(log).records) == 1 for log in logs)
+
+
+def test_a_log_removed_between_open_and_lock_is_opened_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race the removal of empty logs opens: a recorder that opened the path just
+    before another removed it would lock, and write to, a file no longer in the folder."""
+    from govgym.audit import Recorder, recorder
+
+    path = tmp_path / "audit.jsonl"
+    lock = recorder._lock
+    calls = []
+
+    def removed_first(fh: object, where: Path) -> None:
+        calls.append(where)
+        if len(calls) == 1:
+            where.unlink()  # another recorder's close, in between
+        lock(fh, where)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(recorder, "_lock", removed_first)
+    with Recorder(path, run_id="r") as rec:
+        rec.append(0, 0, [1], "allow")
+    assert len(calls) == 2 and len(read_audit(path).records) == 1

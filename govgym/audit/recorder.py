@@ -568,6 +568,33 @@ def _lock(fh: IO[str], path: Path) -> None:
         ) from None
 
 
+def _open_locked(path: Path) -> tuple[IO[bytes], bool]:
+    """The log opened for appending and locked, and whether this call created it. A
+    recorder that records nothing removes the file it created (:meth:`Recorder.close`),
+    so the file may go between the open and the lock: then it is opened again, for a
+    recorder must not lock, and write to, a file no longer in the folder."""
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o666)
+            created = True
+        except FileExistsError:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            except FileNotFoundError:  # removed since: create it
+                continue
+            created = False
+        fh = os.fdopen(fd, "ab", buffering=0)  # unbuffered: see _write
+        _lock(fh, path)
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fh, created
+        fh.close()
+    raise RuntimeError(f"audit log {path} keeps being removed while it is opened")
+
+
 def _finalize(fh: IO[bytes], lines: list[str]) -> None:
     if not fh.closed:
         try:
@@ -602,14 +629,14 @@ class Recorder:
         self._run_json = _encode(self.run_id)
         self._episode: Any = None  # the episode self._head was built for
         self._head = _head(self._run_json, None)
-        self._fh = self.path.open("ab", buffering=0)  # see _write
-        _lock(self._fh, self.path)
+        self._fh, self._created = _open_locked(self.path)
         # read under the lock: a recorder that closed just before cannot leave a stale tail
         try:
             self._seq, self._prev = _last_record(self.path)
         except BaseException:
             self._fh.close()
             raise
+        self._first_seq = self._seq
         self._closed = False
         if self._fh.tell() > 0 and not self._ends_with_newline():
             self._fh.write(b"\n")  # terminate a torn line so the chain resumes on its own line
@@ -697,7 +724,14 @@ class Recorder:
         return self._fh.closed
 
     def close(self) -> None:
+        """Write what is buffered and release the file. A file this recorder created and
+        never wrote a record to is removed (the throwaway env ``AsyncVectorEnv`` builds
+        to read the spaces leaves no empty log behind)."""
         self._closed = True
+        if (self._created and self._seq == self._first_seq and not self._fh.closed
+                and os.fstat(self._fh.fileno()).st_size == 0):
+            with contextlib.suppress(OSError):  # removed under the lock, before it is released
+                self.path.unlink()
         self._finalizer()
 
     def __reduce_ex__(self, protocol: Any) -> Any:
