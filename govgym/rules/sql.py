@@ -503,8 +503,12 @@ class SQL(Rule):
         sql = meaning.get("sql") if meaning else None
         if sql is None and isinstance(proposal.action, str):
             sql = proposal.action
-        if not isinstance(sql, str):
-            return self._no_sql
+        if type(sql) is not str:
+            if not isinstance(sql, str):
+                return self._no_sql
+            # the text itself: a subclass's own __eq__ and __hash__ could find (and take)
+            # the cached verdict of another statement
+            sql = str.__str__(sql)
         cache = self._cache
         found = cache.get(sql)
         if found is not None:

@@ -693,6 +693,14 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 "its arguments), with an audit_path of its own, e.g. 'runs/audit-{run}.jsonl'")
         return self.__dict__.copy()
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # what a rule installed in the world (the sql rule's engine guard) is not pickled:
+        # the world comes back from its arguments, the rules from their parameters, so the
+        # rules attach again, as when the env was built
+        if not self._monitor:
+            self._attach(self._kernel)
+
     @property
     def spec(self) -> gym.envs.registration.EnvSpec | None:
         """The env spec, as Gymnasium's wrappers give it; for a registered govgym id the

@@ -743,7 +743,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
             return self._compose(action)[0]  # type: ignore[arg-type]
         if not isinstance(action, str):
             raise TypeError(f"a text action is an SQL string, got {type(action).__name__}")
-        return action
+        # the text itself: a str subclass's own __eq__ and __hash__ could make it match
+        # another statement in a cache (the rule's, sqlite3's statement cache)
+        return action if type(action) is str else str.__str__(action)
 
     def _feedback_of(self, sql: str, execution: Execution, changed: bool,
                      success: bool) -> Feedback:
