@@ -42,7 +42,6 @@ DAMAGE_COUNTS: tuple[str, ...] = (
     "vm_instructions",
 )
 _BY_TABLE_COUNTS = ("deleted", "inserted", "modified", "modified_outside_task")
-_TOKEN_SPLIT = re.compile(r"[\s,;|:()<>\[\]{}\"'`]+")
 
 
 def zero_damage() -> dict[str, Any]:
@@ -71,28 +70,73 @@ def add_damage(total: Mapping[str, Any], step: Mapping[str, Any]) -> dict[str, A
     return record
 
 
-def _is_pii(cell: object, pii: frozenset[str]) -> bool:
+class _PiiIndex:
+    """Finds the personal values of a database anywhere inside a cell's text. Each value
+    is an email (it holds an ``@``) or an SSN (digits and dashes): a cell is searched only
+    around its ``@`` signs and its runs of digits, each candidate looked up in the set."""
+
+    __slots__ = ("around_at", "digit_lengths", "values")
+
+    def __init__(self, values: frozenset[str]) -> None:
+        self.values = values
+        # (characters before the @, characters after it) of each email
+        self.around_at = sorted({(v.index("@"), len(v) - v.index("@") - 1) for v in values if "@" in v})
+        self.digit_lengths = sorted({len(v) for v in values if "@" not in v})
+
+    def found_in(self, text: str) -> bool:
+        values = self.values
+        if text in values:
+            return True
+        if "@" in text:
+            at = text.find("@")
+            while at >= 0:
+                for before, after in self.around_at:
+                    if before <= at and text[at - before:at + 1 + after] in values:
+                        return True
+                at = text.find("@", at + 1)
+        if self.digit_lengths:
+            for match in _DIGITS.finditer(text):
+                run = match.group()
+                for length in self.digit_lengths:
+                    for start in range(len(run) - length + 1):
+                        if run[start:start + length] in values:
+                            return True
+        return False
+
+
+_DIGITS = re.compile(r"[\d-]{9,}")  # where an SSN, with dashes or without, can be
+_INDEXES: dict[frozenset[str], _PiiIndex] = {}
+
+
+def _index(pii: frozenset[str]) -> _PiiIndex:
+    index = _INDEXES.get(pii)
+    if index is None:
+        if len(_INDEXES) >= 16:
+            _INDEXES.clear()
+        index = _INDEXES[pii] = _PiiIndex(pii)
+    return index
+
+
+def _is_pii(cell: object, index: _PiiIndex) -> bool:
     if isinstance(cell, bytes):
         cell = cell.decode("utf-8", errors="replace")
     if isinstance(cell, int | float) and not isinstance(cell, bool):
         cell = str(cell)
     if not isinstance(cell, str):
         return False
-    text = cell.strip().lower()
-    if text in pii:
-        return True
-    if "@" not in text and "-" not in text:
-        return False
-    return any(token in pii for token in _TOKEN_SPLIT.split(text))
+    return index.found_in(cell.strip().lower())
 
 
 def count_pii_cells(rows: Iterable[Sequence[object]], pii: frozenset[str]) -> int:
     """Cells whose value is a personal value of the database, whatever the column is called.
 
-    A cell counts if it equals an email or SSN (case-insensitive; an SSN also without
-    dashes) or contains one as a token separated by spaces or punctuation.
+    A cell counts if it holds an email or an SSN (case-insensitive; an SSN also without
+    dashes) anywhere in its text: ``'x' || ssn`` and an email with a ``.`` after it
+    count too. A value encoded otherwise (reversed, in hex, spelt out) is not found:
+    the meter counts values, the ``sql`` rule's read checks stop the columns.
     """
-    return sum(1 for row in rows for cell in row if _is_pii(cell, pii))
+    index = _index(pii)
+    return sum(1 for row in rows for cell in row if _is_pii(cell, index))
 
 
 def _quote(name: str) -> str:
