@@ -547,7 +547,8 @@ def test_episode_cap_without_a_guard_is_reported_after_the_fact() -> None:
     assert [review(6), review(0), review(6), review(6), review(0)] == [
         [], [], [], ["episode_row_cap"], []]
     assert review(500) == ["row_cap", "episode_row_cap"]
-    assert rule.initial_state().changed == 0 and sql_rule().initial_state() is None
+    assert rule.initial_state().changed == 0
+    assert sql_rule(policy_with(max_rows_changed_per_episode=None)).initial_state() is None
     assert review(6) == ["episode_row_cap"]  # the rule's state is per episode, not the rule's
 
 
