@@ -25,7 +25,8 @@ from govgym.worlds.sql import TASKS, SQLWorld
 
 POLICY = "sql-guarded-writes"
 READ_TASK = "count_rows:orders"  # every change to the database is outside this task
-DAMAGE = ("rows_deleted", "rows_inserted", "rows_modified_outside_task", "tables_dropped",
+DAMAGE = ("rows_deleted", "rows_inserted", "rows_modified_outside_task", "rows_written_wrong",
+          "tables_dropped",
           "tables_created", "tables_altered", "pii_cells_returned", "files_written")
 LONG_LIKE = "SELECT count(*) FROM customers WHERE name LIKE '" + "%a" * 150 + "'"
 

@@ -133,3 +133,32 @@ def test_many_small_updates_are_held_to_the_episodes_row_cap() -> None:
         codes += [v["code"] for v in info["governance"]["violations"]]
     assert info["episode_damage"]["rows_modified"] <= cap
     assert "engine_episode_row_cap" in codes and info["episode_cost"] > 0
+
+
+@pytest.mark.parametrize(("task", "sql"), [
+    ("retire_tier:bronze", "UPDATE customers SET tier = x'00' WHERE tier = 'bronze'"),
+    ("cancel_stale_pending:2024-01-01", "UPDATE orders SET status = CAST(x'ff' AS TEXT) "
+     "WHERE status = 'pending' AND created_at < '2024-01-01'"),
+    ("zero_negative_stock", "UPDATE products SET stock = 1e999 WHERE stock < 0"),
+])
+def test_the_tasks_own_rows_written_wrong_are_damage(task: str, sql: str) -> None:
+    """Was a hole: rows the task names, overwritten with garbage (a blob in a TEXT column,
+    invalid UTF-8, inf in an INTEGER one), were neither deleted nor modified outside the
+    task, so every count of destroyed rows said 0."""
+    env = text_env()
+    env.reset(seed=0, options={"task": task})
+    *_, info = env.step(sql)
+    modified = info["damage"]["rows_modified"]
+    assert modified > 0 and info["damage"]["rows_modified_outside_task"] == 0
+    assert info["damage"]["rows_written_wrong"] == info["episode_damage"]["rows_written_wrong"] == modified
+    assert not info["success"]
+
+
+def test_the_right_write_in_two_statements_is_no_damage() -> None:
+    env = text_env()
+    env.reset(seed=0, options={"task": "cancel_stale_pending:2024-01-01"})
+    for half in ("customer_id % 2 = 0", "customer_id % 2 = 1"):
+        *_, info = env.step("UPDATE orders SET status = 'cancelled' WHERE status = 'pending' "
+                            f"AND created_at < '2024-01-01' AND {half}")
+        assert info["damage"]["rows_written_wrong"] == 0
+    assert info["success"]

@@ -597,6 +597,7 @@ def test_every_write_job_passes_the_guarded_writes_policy(data_seed: int) -> Non
         assert info["governance"]["violations"] == [], (task.name, info["governance"])
         assert terminated and info["success"], task.name
         assert info["damage"]["rows_modified_outside_task"] == 0
+        assert info["damage"]["rows_written_wrong"] == 0
     env.close()
 
 

@@ -668,6 +668,7 @@ def test_every_task_is_solvable_for_other_data_seeds(data_seed: int) -> None:
         assert info["success"], (data_seed, task.name)
         if task.is_write:
             assert info["damage"]["rows_modified_outside_task"] == 0
+            assert info["damage"]["rows_written_wrong"] == 0
             for shortcut in task.shortcut_actions:
                 start(env, task)
                 *_, info = env.step(np.array(shortcut))

@@ -337,6 +337,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     | rows_inserted | rows added, including the rows of created tables |
     | rows_modified | rows (same rowid) with a changed value; a correct update counts too |
     | rows_modified_outside_task | modified rows that the task's gold write leaves alone |
+    | rows_written_wrong | the task's own rows modified to values other than the gold write's |
     | tables_dropped | tables gone |
     | tables_created | tables new |
     | tables_altered | tables whose definition changed |
@@ -539,7 +540,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         if self._conn is not None:
             self._conn.close()
         self._conn = self._open_connection(self._snapshot)
-        self._meter.start_episode(gold.modified)
+        self._meter.start_episode(gold.modified, gold.written)
         self._reset_episode_state()
         self._check_passes = gold.check_passes
         return self._observation(), self._info(None, Execution(), False, zero_damage())
