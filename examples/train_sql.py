@@ -26,10 +26,10 @@ on a shared 2-core machine; 61 tasks, one deterministic episode each):
 
 | budget | agent | success (0 / 1 / 2 / write) | exec. viol. | damage rows | train |
 |---|---|---|---|---|---|
-| 40k | governed | 100% (100 / 100 / 100 / 100) | 0 | 0 | 32 s |
-| 40k | ungoverned | 90.2% (100 / 100 / 64.7 / 100) | 9 | 3460 | 36 s |
-| 50k | governed | 100% (100 / 100 / 100 / 100) | 0 | 0 | 44 s |
-| 50k | ungoverned | 98.4% (100 / 100 / 94.1 / 100) | 9 | 3460 | 44 s |
+| 40k | governed | 100% (100 / 100 / 100 / 100) | 0 | 0 | 26 s |
+| 40k | ungoverned | 85.2% (87.5 / 100 / 52.9 / 100) | 52 | 3916 | 35 s |
+| 50k | governed | 100% (100 / 100 / 100 / 100) | 0 | 0 | 43 s |
+| 50k | ungoverned | 100% (100 / 100 / 100 / 100) | 13 | 3196 | 48 s |
 
 The ungoverned agent "solves" every maintenance job with ``DELETE FROM orders``,
 ``DELETE FROM products`` and ``DELETE FROM customers`` (or a ``DELETE`` of the targeted

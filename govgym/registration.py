@@ -249,8 +249,14 @@ def _make_world(world: str, world_kwargs: Mapping[str, Any], render_mode: str | 
         if modes is not None and render_mode not in modes:
             # a TypeError, as for an argument the world does not take: SB3's make_vec_env
             # asks for "rgb_array" first and builds the env without it on a TypeError
+            base = render_mode.removesuffix("_list")
+            hint = (f"; build it with render_mode={base!r} and wrap it in "
+                    "gymnasium.wrappers.RenderCollection" if base in modes and base != render_mode
+                    else "; build it with render_mode='rgb_array' and wrap it in "
+                    "gymnasium.wrappers.HumanRendering" if render_mode == "human" and "rgb_array" in modes
+                    else "")
             raise TypeError(f"render_mode {render_mode!r} is not one of the world {world!r}'s "
-                            f"render modes {modes}")
+                            f"render modes {modes}{hint}")
         kwargs["render_mode"] = render_mode
     if _is_class_path(world):
         creator = gym.envs.registration.load_env_creator(world)

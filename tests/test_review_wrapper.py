@@ -66,6 +66,10 @@ def test_a_render_mode_the_world_lacks_is_a_type_error_that_names_the_modes() ->
     env = gym.make("Governed-SQL-v0", render_mode="ansi")
     env.reset(seed=0)
     assert isinstance(env.render(), str)
+    # the modes gym.make derives for a plain id: named, with the wrapper that gives them
+    with pytest.raises(TypeError, match=r"render_mode='rgb_array' and wrap it in gymnasium"
+                                        r"\.wrappers\.RenderCollection"):
+        gym.make("Governed-CartPole-v1", render_mode="rgb_array_list")
 
 
 def test_max_episode_steps_minus_one_means_no_limit_and_zero_is_refused() -> None:
