@@ -49,12 +49,60 @@ _Loader.add_implicit_resolver(
 )
 
 
+#: Values a document may hold once its aliases are expanded: far more than any policy
+#: or env spec needs, far fewer than a "billion laughs" file (a few hundred bytes of
+#: nested aliases standing for 10^8 values, which every repr in an error would expand).
+MAX_VALUES = 100_000
+
+
+def _expanded_size(root: yaml.Node) -> int | None:
+    """How many nodes ``root`` stands for with every alias expanded, or ``None`` if an
+    alias refers to a node that holds it (a recursive document)."""
+    sizes: dict[int, int] = {}
+    pending: set[int] = set()
+
+    def size(node: yaml.Node) -> int | None:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in pending:
+            return None
+        pending.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children: list[yaml.Node] = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        for child in children:
+            inner = size(child)
+            if inner is None:
+                return None
+            total += inner
+            if total > MAX_VALUES:
+                break
+        pending.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(root)
+
+
 def load(text: str) -> tuple[Any, yaml.Node | None]:
     """``(data, node)`` of one YAML document; raises ``yaml.YAMLError`` (with a
-    ``problem_mark``) on bad YAML or a duplicate key."""
+    ``problem_mark``) on bad YAML, a duplicate key, a recursive alias, or more than
+    :data:`MAX_VALUES` values once aliases are expanded."""
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            size = _expanded_size(node)
+            if size is None or size > MAX_VALUES:
+                what = ("an alias refers to a value that holds it" if size is None else
+                        f"its aliases expand it to more than {MAX_VALUES:,} values")
+                raise yaml.composer.ComposerError(None, None, f"{what}; write the values out",
+                                                  node.start_mark)
         data = loader.construct_document(node) if node is not None else None
     finally:
         loader.dispose()
