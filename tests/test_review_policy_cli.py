@@ -692,3 +692,23 @@ def test_a_recursive_alias_is_refused_and_a_modest_one_still_loads(tmp_path: Pat
                    "  - {kind: forbidden_actions, name: b, values: *v, severity: low}\n",
                    name="shared.yaml")
     assert [r.params.values for r in load_policy(shared).rules] == [[0], [0]]
+
+
+def test_a_bound_given_only_as_low_minus_infinity_survives_show_and_the_spec(tmp_path: Path) -> None:
+    # was: to_dict dropped low (it equals the default), so `policy show` printed a policy
+    # that does not load and gym.make(env.spec) raised PolicyError
+    path = write(tmp_path, "name: nan-guard\nrules:\n  - kind: state_bounds\n"
+                           "    bounds:\n      - {index: 0, low: -.inf}\n")
+    policy = load_policy(path)
+    assert load_policy(policy.to_dict()).to_dict() == policy.to_dict()
+    env = govgym.make("CartPole-v1", policy=policy)
+    rebuilt = gym.make(gym.envs.registration.EnvSpec.from_json(env.spec.to_json()))
+    assert rebuilt.get_wrapper_attr("kernel").policy.to_dict() == policy.to_dict()
+    shown = tmp_path / "shown.yaml"
+    import contextlib
+    import io
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["policy", "show", str(path)]) == 0
+    shown.write_text(out.getvalue(), encoding="utf-8")
+    assert main(["policy", "check", str(shown)]) == 0

@@ -137,7 +137,9 @@ class Policy:
                 entry["verdict"] = str(r.verdict)
             if r.description:
                 entry["description"] = r.description
-            entry.update(r.params.model_dump(exclude_defaults=True))
+            # what was given (a default given explicitly included: a state_bounds bound of
+            # low: -.inf alone must keep it, or it no longer loads)
+            entry.update(r.params.model_dump(exclude_unset=True))
             rules.append(entry)
         return {
             "name": self.name,
