@@ -712,3 +712,21 @@ def test_a_bound_given_only_as_low_minus_infinity_survives_show_and_the_spec(tmp
         assert main(["policy", "show", str(path)]) == 0
     shown.write_text(out.getvalue(), encoding="utf-8")
     assert main(["policy", "check", str(shown)]) == 0
+
+
+def test_a_policy_built_in_code_is_checked_as_a_files_is() -> None:
+    # was: a rule named 'limit' built in code was accepted and its cost_limit key
+    # overwrote info["cost_limit"] (25 reported as 28); an unknown kind failed later in
+    # Kernel() with a bare KeyError
+    from govgym.kernel.policy import Policy, RuleConfig
+    from govgym.rules.forbidden_actions import ForbiddenActionsParams
+
+    params = ForbiddenActionsParams(values=[0])
+    with pytest.raises(PolicyError, match="'limit' is reserved"):
+        Policy("p", (RuleConfig("forbidden_actions", "limit", "low", 3.0, params),))
+    with pytest.raises(ValueError, match="unknown rule kind 'nope'"):
+        RuleConfig("nope", "x", "low", 1.0, params)
+    with pytest.raises(TypeError, match="BudgetParams"):
+        RuleConfig("budget", "b", "low", 1.0, params)
+    with pytest.raises(ValueError, match="non-empty string"):
+        RuleConfig("forbidden_actions", " ", "low", 1.0, params)

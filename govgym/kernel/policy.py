@@ -76,6 +76,17 @@ class RuleConfig:
     description: str = ""
 
     def __post_init__(self) -> None:  # one built in code is checked as a file's is
+        from govgym.rules import RULE_KINDS
+
+        if not isinstance(self.kind, str) or self.kind not in RULE_KINDS:
+            raise ValueError(f"unknown rule kind {self.kind!r}; known kinds: "
+                             f"{', '.join(sorted(RULE_KINDS))}")
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"a rule name is a non-empty string, got {self.name!r}")
+        expected = RULE_KINDS[self.kind].Params
+        if not isinstance(self.params, expected):
+            raise TypeError(f"rule {self.name!r}: params of a {self.kind!r} rule are a "
+                            f"{expected.__name__}, got {type(self.params).__name__}")
         object.__setattr__(self, "severity", Severity.parse(self.severity))
         object.__setattr__(self, "cost", check_cost(self.cost, f"rule {self.name!r}"))
         if self.verdict is not None:
@@ -107,6 +118,11 @@ class Policy:
         names = [r.name for r in self.rules]
         if len(set(names)) != len(names):
             raise PolicyError(self.source, [("rules", f"duplicate rule names in {names}")])
+        reserved = sorted(RESERVED_RULE_NAMES.intersection(names))
+        if reserved:
+            raise PolicyError(self.source, [("rules", f"rule name {reserved[0]!r} is reserved: "
+                                             f"info['cost_{reserved[0]}'] is already part of the "
+                                             "info contract")])
 
     def verdict_for(self, severity: str | Severity) -> Verdict:
         return self.verdicts[Severity.parse(severity)]
