@@ -42,7 +42,7 @@ import yaml
 
 from govgym import _yaml
 from govgym._paths import data_dir
-from govgym.kernel.policy import PolicyError, available_policies, load_policy
+from govgym.kernel.policy import PolicyError, available_policies, load_policy, parse_verdict_table
 from govgym.kernel.types import Severity, Verdict, check_cost
 from govgym.shaping import Shaping
 from govgym.wrappers.governed import GovernedEnv
@@ -117,6 +117,17 @@ def _parse_spec(path: Path) -> EnvSpecFile:
     )
 
 
+def _check_id(value: Any) -> str | None:
+    """An id Gymnasium registers: ``[namespace/]name[-v<version>]``."""
+    if not isinstance(value, str):
+        return f"an env id is text, got {value!r}"
+    try:
+        gym.envs.registration.parse_env_id(value)
+    except gym.error.Error as exc:
+        return str(exc)
+    return None
+
+
 def _check_mapping(value: Any) -> str | None:
     return None if isinstance(value, Mapping) else f"a mapping, got {value!r}"
 
@@ -144,6 +155,7 @@ def _check_intervention(value: Any) -> str | None:
         for severity, verdict in value.items():
             Severity.parse(severity)
             Verdict.parse(verdict)
+        parse_verdict_table(value)
     except ValueError as exc:
         return str(exc)
     return None
@@ -200,7 +212,7 @@ def _check_safe_action(value: Any) -> str | None:
 
 
 _FIELD_CHECKS = {
-    "world_kwargs": _check_mapping, "shaping": _check_shaping, "policy": _check_policy,
+    "id": _check_id, "world_kwargs": _check_mapping, "shaping": _check_shaping, "policy": _check_policy,
     "safe_action": _check_safe_action,
     "intervention": _check_intervention, "cost_limit": _check_cost_limit,
     "max_episode_steps": _check_steps,
@@ -313,6 +325,9 @@ def register_env_specs(specs: Mapping[str, EnvSpecFile] | None = None) -> None:
     """Register env specs with Gymnasium (all shipped ones by default)."""
     specs = load_env_specs() if specs is None else specs
     for spec in specs.values():  # every conflict first: all of the specs register, or none
+        problem = _check_id(spec.id)
+        if problem is not None:
+            raise EnvSpecError(f"{spec.source}: field 'id': {problem}")
         registered = gym.registry.get(spec.id)
         if registered is not None and registered.entry_point != _ENTRY_POINT:
             raise EnvSpecError(f"{spec.source}: id {spec.id!r} is already registered with "
@@ -321,12 +336,12 @@ def register_env_specs(specs: Mapping[str, EnvSpecFile] | None = None) -> None:
         registered = gym.registry.get(spec.id)
         if registered is not None:  # ours: a spec registered again replaces the old one
             del gym.registry[spec.id]
-        ENV_SPECS[spec.id] = spec
         limit = spec.max_episode_steps
         if limit is None:
             limit = _registered_limit(spec.world)
         gym.register(id=spec.id, entry_point=_ENTRY_POINT,
                      kwargs=spec.make_kwargs(), max_episode_steps=limit)
+        ENV_SPECS[spec.id] = spec
 
 
 def make(env_id: str | gym.envs.registration.EnvSpec, policy: Any = None,

@@ -730,3 +730,26 @@ def test_a_policy_built_in_code_is_checked_as_a_files_is() -> None:
         RuleConfig("budget", "b", "low", 1.0, params)
     with pytest.raises(ValueError, match="non-empty string"):
         RuleConfig("forbidden_actions", " ", "low", 1.0, params)
+
+
+def test_a_malformed_id_is_refused_with_its_file_and_registers_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # was: gymnasium.error.Error "Malformed environment ID" from gym.register, after the
+    # specs before it had registered and with the bad id already in ENV_SPECS
+    text = spec_error(tmp_path, "id: Bad CartPole v1\nworld: CartPole-v1\npolicy: empty\n")
+    assert "mine.yaml" in text and "field 'id'" in text and "Malformed" in text
+    monkeypatch.setattr(registration, "ENV_SPECS", dict(registration.ENV_SPECS))
+    fine = EnvSpecFile(id="Review-FineToo-v0", world="CartPole-v1", policy="empty", source="a.yaml")
+    bad = EnvSpecFile(id="Bad CartPole v1", world="CartPole-v1", policy="empty", source="b.yaml")
+    with pytest.raises(EnvSpecError, match=r"b\.yaml: field 'id'"):
+        register_env_specs({fine.id: fine, bad.id: bad})
+    assert fine.id not in gym.registry and not {fine.id, bad.id} & set(registration.ENV_SPECS)
+
+
+def test_an_intervention_that_names_a_severity_twice_is_refused(tmp_path: Path) -> None:
+    # was: the spec loaded and the last spelling won (high: warn, HIGH: terminate gave terminate)
+    text = spec_error(tmp_path, GOOD_SPEC + "intervention: {high: warn, HIGH: terminate}\n")
+    assert "mine.yaml" in text and "field 'intervention'" in text and "given twice" in text
+    with pytest.raises(ValueError, match="given twice"):
+        govgym.make("CartPole-v1", policy="cartpole-envelope",
+                    intervention={"high": "warn", "HIGH": "terminate"})

@@ -130,8 +130,7 @@ class Policy:
     def with_verdicts(self, overrides: Mapping[str | Severity, str | Verdict]) -> Policy:
         """A copy whose severity -> verdict mapping is updated by ``overrides``."""
         verdicts = dict(self.verdicts)
-        for severity, verdict in overrides.items():
-            verdicts[Severity.parse(severity)] = Verdict.parse(verdict)
+        verdicts.update(parse_verdict_table(overrides))
         return Policy(self.name, self.rules, verdicts, self.description, self.source)
 
     def monitor_only(self) -> Policy:
@@ -163,6 +162,19 @@ class Policy:
             "verdicts": {str(s): str(v) for s, v in self.verdicts.items()},
             "rules": rules,
         }
+
+
+def parse_verdict_table(table: Mapping[Any, Any]) -> dict[Severity, Verdict]:
+    """``table`` parsed, refusing a severity given twice (``high`` and ``HIGH``): one of
+    the two verdicts would silently win."""
+    parsed: dict[Severity, Verdict] = {}
+    for key, verdict in table.items():
+        severity = Severity.parse(key)
+        if severity in parsed:
+            raise ValueError(f"severity {str(severity)!r} is given twice ({key!r} and another "
+                             "spelling); one verdict would silently win")
+        parsed[severity] = Verdict.parse(verdict)
+    return parsed
 
 
 def available_policies() -> dict[str, Path]:
