@@ -102,6 +102,8 @@ class Boom(Rule):
             raise RuntimeError("kaboom")
         if self.params.mode == "nan":
             return [self.violation("x", "bad", cost=math.nan)]
+        if self.params.mode == "unhashable":  # was: TypeError out of Kernel.decide
+            return [Violation(["not", "hashable"], "c", "high", "m")]  # type: ignore[arg-type]
         return ["not a violation"]  # type: ignore[list-item]
 
     def review(self, outcome: Outcome, state: Any) -> Sequence[Violation]:
@@ -110,9 +112,12 @@ class Boom(Rule):
 
 @pytest.mark.parametrize("mode, fragment", [("raise", "RuntimeError: kaboom"),
                                             ("nan", "cost must be finite"),
-                                            ("junk", "returned str, not a Violation")])
+                                            ("junk", "returned str, not a Violation"),
+                                            ("unhashable", "rule or code is not text")])
 def test_a_broken_rule_fails_closed(mode: str, fragment: str) -> None:
-    kernel = Kernel({"name": "p", "rules": [{"kind": "test_boom", "name": "boom", "mode": mode}]})
+    kernel = Kernel({"name": "p", "rules": [  # the second rule's verdict: overrides are looked up
+        {"kind": "test_boom", "name": "boom", "mode": mode},
+        {"kind": "forbidden_actions", "name": "other", "values": [5], "verdict": "warn"}]})
     ctx = kernel.new_context()
     decision = kernel.decide(Proposal(0), ctx)
     assert decision.verdict == Verdict.TERMINATE

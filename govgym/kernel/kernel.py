@@ -142,6 +142,10 @@ class Kernel:
                     for v in found:
                         if type(v) is not Violation and not isinstance(v, Violation):
                             raise TypeError(f"returned {type(v).__name__}, not a Violation")
+                        if not isinstance(v.rule, str) or not isinstance(v.code, str):
+                            # the verdict lookup hashes the rule name; the record prints both
+                            raise TypeError(f"returned a Violation whose rule or code is not "
+                                            f"text: {v.rule!r:.60}, {v.code!r:.60}")
                     if violations is None:
                         violations = list(found)
                     else:
