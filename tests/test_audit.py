@@ -719,3 +719,19 @@ def test_zeros_are_crash_debris_only_at_the_end_of_a_line(tmp_path: Path) -> Non
                      + b + b"\n")
     log = read(path)
     assert not log.ok and "sequence number 7, expected 1" in log.problem
+
+
+@pytest.mark.parametrize("inserted", [b"", b"\r"], ids=["empty", "cr"])
+def test_an_empty_line_inserted_after_a_record_breaks_the_chain(tmp_path: Path,
+                                                                 inserted: bytes) -> None:
+    """Was a gap: empty lines (or a lone CR) between records were skipped, so an edited
+    log verified; the recorder writes none, and no crash leaves one."""
+    path = tmp_path / "audit.jsonl"
+    write_log(path, 4)
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join([*lines[:2], inserted, *lines[2:]]))
+    log = read(path)
+    assert not log.ok and log.first_broken == 3 and "empty line" in (log.problem or "")
+    assert len(log.records) == 2
+    path.write_bytes(b"\n" + b"\n".join(lines))  # before any record: still no record lost
+    assert read(path).ok and len(read(path).records) == 4

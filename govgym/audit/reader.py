@@ -33,7 +33,8 @@ class AuditLog:
     sequence number, when written, is the next one), or the NUL bytes a power loss can
     leave where the end of the file was not yet written (a line's trailing NULs are no
     part of it; a whole record before them counts). Any other unreadable line after
-    the first record breaks the chain: text inserted into a log is tampering. ``lines`` holds the
+    the first record, an empty one too, breaks the chain: text inserted into a log is
+    tampering. ``lines`` holds the
     1-based line of each record in ``records``. ``not_a_log`` is True for a file with
     content but no record, nor the start of one (binary data, some other text): not an
     audit log, so ``ok`` is False and ``first_broken`` is its first such line; an empty
@@ -154,6 +155,9 @@ def read(path: str | os.PathLike[str]) -> AuditLog:
         if not raw:
             if raw_lines[number - 1].endswith(b"\0"):  # zeros only: where a power loss
                 log.torn.append(number)  # took the last record(s), if it took any
+            elif log.records:  # the recorder writes no empty line, nor does a crash
+                return _break(log, number, "an empty line after a record (the recorder "
+                                           "writes none: inserted)")
             continue
         # a line that is not JSON keeps its text: one that still ends in a record's hash
         # (a byte-order mark before it, an edit that broke the JSON) is no crash's doing
