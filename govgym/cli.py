@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -270,8 +271,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"govgym: no such file: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`govgym ... | head -1`): nothing to say
+        # (as the Python docs advise: stdout to devnull, or the flush at exit raises again)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # what a shell reports for a command ended by SIGPIPE (128 + 13)
     except OSError as exc:  # a file that exists but cannot be read (permissions, a device)
-        print(f"govgym: cannot read {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        if exc.filename is None:
+            print(f"govgym: {exc.strerror or exc}", file=sys.stderr)
+        else:
+            print(f"govgym: cannot read {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # a PolicyError or other bad input, named by the layer that found it
         print(f"govgym: {exc}", file=sys.stderr)

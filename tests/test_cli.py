@@ -168,3 +168,19 @@ def test_audit_summary_json_of_a_nan_cost_is_strict_json(tmp_path: Path) -> None
     assert summary["total_cost"] == "NaN" and summary["episodes"] == 1
     text = run("audit", "summary", str(path))
     assert text.returncode == 0 and "total cost nan" in text.stdout
+
+
+def test_a_reader_that_goes_away_is_no_read_error(tmp_path: Path) -> None:
+    """Was a bug: `govgym policy show NAME | head -1` printed "cannot read None: Broken
+    pipe" and exited 2, as if a file could not be read."""
+    big = tmp_path / "big.yaml"  # shown, it is far larger than a pipe's buffer
+    big.write_text("name: big\nrules:\n" + "".join(
+        f"  - {{kind: forbidden_actions, name: r{i}, values: [{i}]}}\n" for i in range(3000)))
+    proc = subprocess.Popen([sys.executable, "-m", "govgym", "policy", "show", str(big)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(1)
+    proc.stdout.close()  # as `head -c 1` does
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert stderr == ""
