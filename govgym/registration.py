@@ -292,7 +292,11 @@ def make_governed(world: str, policy: Any, world_kwargs: Mapping[str, Any] | Non
     if unknown:
         raise TypeError(f"unexpected argument(s) {sorted(unknown)}; a governed env takes "
                         f"render_mode, world_kwargs, policy and {sorted(_WRAPPER_KEYS)}")
-    world_env = _make_world(world, world_kwargs or {}, render_mode)
+    try:
+        world_env = _make_world(world, world_kwargs or {}, render_mode)
+    except Exception as exc:  # a world that does not build: say which spec asked for it
+        exc.add_note(_built_from(world, policy, world_kwargs, wrapper_kwargs))
+        raise
     try:
         env = GovernedEnv(world_env, policy, **wrapper_kwargs)
     except Exception as exc:  # a refused argument: the world built for it is closed again

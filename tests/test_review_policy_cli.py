@@ -753,3 +753,37 @@ def test_an_intervention_that_names_a_severity_twice_is_refused(tmp_path: Path) 
     with pytest.raises(ValueError, match="given twice"):
         govgym.make("CartPole-v1", policy="cartpole-envelope",
                     intervention={"high": "warn", "HIGH": "terminate"})
+
+
+@pytest.mark.parametrize("text", ["name: p\ndescription: 0\nrules: []\n",
+                                  "name: p\ndescription: []\nrules: []\n",
+                                  "name: p\nrules:\n"
+                                  "  - {kind: forbidden_actions, values: [0], description: 0}\n"])
+def test_a_description_that_is_not_text_is_refused_even_when_falsy(tmp_path: Path, text: str) -> None:
+    # was: description: 0 or [] read as "" (the check was `data.get("description") or ""`)
+    assert "a description is text" in str(policy_error(write(tmp_path, text)))
+
+
+def test_an_empty_policy_file_says_so(tmp_path: Path) -> None:
+    assert "got an empty document" in str(policy_error(write(tmp_path, "# nothing here\n")))
+
+
+@pytest.mark.parametrize(("world", "world_kwargs", "error"), [
+    ("nosuch.module:World", {}, ModuleNotFoundError),
+    ("CartPole-v1", {"no_such_argument": 1}, TypeError),
+])
+def test_a_world_that_does_not_build_names_its_env_spec(
+        monkeypatch: pytest.MonkeyPatch, world: str, world_kwargs: dict, error: type) -> None:
+    # was: a bare ModuleNotFoundError / TypeError with no word of the spec file
+    monkeypatch.setattr(registration, "ENV_SPECS", dict(registration.ENV_SPECS))
+    spec = EnvSpecFile(id="Review-NoWorld-v0", world=world, policy="empty", source="mine.yaml",
+                       world_kwargs=world_kwargs)
+    register_env_specs({spec.id: spec})
+    try:
+        with pytest.raises(error) as caught:
+            gym.make(spec.id)
+        # gym.make re-raises a TypeError as its own, naming the id (and the note is lost)
+        text = str(caught.value) if error is TypeError else " ".join(caught.value.__notes__)
+        assert ("mine.yaml" in text) if error is not TypeError else (spec.id in text)
+    finally:
+        del gym.registry[spec.id]

@@ -276,7 +276,8 @@ class _Problems:
 def _from_data(data: Any, source: str, node: yaml.Node | None) -> Policy:
     problems = _Problems(node)
     if not isinstance(data, Mapping):
-        problems.add((), f"a policy is a mapping with keys {sorted(_POLICY_KEYS)}, got {type(data).__name__}")
+        got = "an empty document" if data is None else type(data).__name__
+        problems.add((), f"a policy is a mapping with keys {sorted(_POLICY_KEYS)}, got {got}")
         raise PolicyError(source, problems.items)
     for key in sorted(set(data) - _POLICY_KEYS, key=str):
         problems.add((key,), f"unknown key; expected one of {sorted(_POLICY_KEYS)}")
@@ -285,7 +286,7 @@ def _from_data(data: Any, source: str, node: yaml.Node | None) -> Policy:
         problems.add(("name",), "a policy needs a non-empty string name")
     # an empty ``verdicts:`` or ``rules:`` (None) means the defaults; any other non-mapping
     # or non-list is an error, not "no rules"
-    if not isinstance(data.get("description") or "", str):
+    if data.get("description") is not None and not isinstance(data["description"], str):
         problems.add(("description",), f"a description is text, got {_short(data['description'])}")
     verdicts = _parse_verdicts({} if data.get("verdicts") is None else data["verdicts"], problems)
     rules = _parse_rules([] if data.get("rules") is None else data["rules"], problems)
@@ -372,7 +373,7 @@ def _parse_rule(i: int, entry: Any, problems: _Problems) -> RuleConfig | None:
         problems.add((*at, "cost"),
                      f"cost must be a finite number >= 0 and <= {MAX_COST:g}, got {_short(cost)}", name)
         ok = False
-    if not isinstance(entry.get("description") or "", str):
+    if entry.get("description") is not None and not isinstance(entry["description"], str):
         problems.add((*at, "description"), f"a description is text, got {_short(entry['description'])}",
                      name)
         ok = False
