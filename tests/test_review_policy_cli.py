@@ -474,7 +474,7 @@ def test_good_every_problem_is_reported_with_line_rule_and_field(tmp_path: Path)
     assert str(path) in str(exc)
 
 
-@pytest.mark.parametrize("text, got", [("", "NoneType"), ("- a\n- b\n", "list"),
+@pytest.mark.parametrize("text, got", [("", "an empty document"), ("- a\n- b\n", "list"),
                                        ("hello\n", "str")])
 def test_good_non_mapping_yaml_is_a_policy_error(tmp_path: Path, text: str, got: str) -> None:
     assert got in problems(policy_error(write(tmp_path, text)))
