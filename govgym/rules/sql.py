@@ -67,7 +67,10 @@ and is cached by exact text in a bounded LRU):
    with a pattern that is not only wildcards, ``IS NULL``) and combines such comparisons so that not every
    row passes: an ``AND`` needs one real part, an ``OR`` needs all, ``NOT`` flips.
    ``WHERE 1``, ``WHERE TRUE``, ``NOT 0``, ``id = id``, ``status = status OR ...``,
-   ``... OR 1`` and ``LIKE '%'`` are not. ``INSERT OR <x>``, ``REPLACE``,
+   ``... OR 1`` and ``LIKE '%'`` are not. The check is syntactic: complementary
+   comparisons (``id < 5 OR id >= 5``, ``id = 1 OR id <> 1``), a pattern built by an
+   expression (``LIKE '%' || ''``) or ``IS NOT 1`` pass it although every row matches;
+   the row caps (below) are what bound such an update. ``INSERT OR <x>``, ``REPLACE``,
    ``ON CONFLICT`` and ``UPDATE OR <x>`` are ``conflict_clause`` (an ``UPDATE OR``'s
    ``WHERE`` is checked as well).
 
