@@ -43,7 +43,7 @@ import yaml
 from govgym import _yaml
 from govgym._paths import data_dir
 from govgym.kernel.policy import PolicyError, available_policies, load_policy, parse_verdict_table
-from govgym.kernel.types import Severity, Verdict, check_cost
+from govgym.kernel.types import check_cost
 from govgym.shaping import Shaping
 from govgym.wrappers.governed import GovernedEnv
 
@@ -152,9 +152,6 @@ def _check_intervention(value: Any) -> str | None:
     if not isinstance(value, Mapping):
         return f"a severity -> verdict mapping or 'monitor', got {value!r}"
     try:
-        for severity, verdict in value.items():
-            Severity.parse(severity)
-            Verdict.parse(verdict)
         parse_verdict_table(value)
     except ValueError as exc:
         return str(exc)
@@ -292,15 +289,13 @@ def make_governed(world: str, policy: Any, world_kwargs: Mapping[str, Any] | Non
     if unknown:
         raise TypeError(f"unexpected argument(s) {sorted(unknown)}; a governed env takes "
                         f"render_mode, world_kwargs, policy and {sorted(_WRAPPER_KEYS)}")
+    world_env = None
     try:
         world_env = _make_world(world, world_kwargs or {}, render_mode)
-    except Exception as exc:  # a world that does not build: say which spec asked for it
-        exc.add_note(_built_from(world, policy, world_kwargs, wrapper_kwargs))
-        raise
-    try:
         env = GovernedEnv(world_env, policy, **wrapper_kwargs)
-    except Exception as exc:  # a refused argument: the world built for it is closed again
-        world_env.close()
+    except Exception as exc:  # say which spec asked for it; a world built for it is closed
+        if world_env is not None:
+            world_env.close()
         exc.add_note(_built_from(world, policy, world_kwargs, wrapper_kwargs))
         raise
     env._part_of_entry_point = True  # the id's spec rebuilds it: no additional wrapper entry
@@ -313,7 +308,6 @@ def _built_from(world: str, policy: Any, world_kwargs: Mapping[str, Any] | None,
     """Where a refused governed env came from: the env spec whose arguments these are (the
     entry point is not told the id), else only the world."""
     given = {"world": world, "world_kwargs": dict(world_kwargs or {}), "policy": policy,
-             **{key: None for key in ("intervention", "shaping", "safe_action", "cost_limit")},
              **wrapper_kwargs}
     for spec in ENV_SPECS.values():
         try:
@@ -400,7 +394,7 @@ def _make_from_governed_spec(spec: gym.envs.registration.EnvSpec, policy: Any,
     if policy is not None:
         overrides["policy"] = policy
     limit = overrides.get("max_episode_steps")
-    if limit is not None and _is_step_limit(limit):
+    if _is_step_limit(limit):
         # gym.make's, as in make(): the wrapper takes over the TimeLimit it builds
         kwargs["max_episode_steps"] = int(limit)
         overrides["max_episode_steps"] = None

@@ -90,13 +90,12 @@ class _PiiIndex:
         values = self.values
         if text in values:
             return True
-        if "@" in text:
-            at = text.find("@")
-            while at >= 0:
-                for before, after in self.around_at:
-                    if before <= at and text[at - before:at + 1 + after] in values:
-                        return True
-                at = text.find("@", at + 1)
+        at = text.find("@")
+        while at >= 0:
+            for before, after in self.around_at:
+                if before <= at and text[at - before:at + 1 + after] in values:
+                    return True
+            at = text.find("@", at + 1)
         if self.digit_lengths:
             for match in _DIGITS.finditer(text):
                 run = match.group()
