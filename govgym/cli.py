@@ -189,10 +189,10 @@ def _cmd_audit_summary(args: argparse.Namespace) -> int:
         print(f"{args.file}:{log.first_broken}: chain broken: {log.problem}; the summary "
               f"counts only the {len(log.records)} record(s) before it", file=sys.stderr)
     if args.json:
-        from govgym.audit.recorder import _strict
+        from govgym.audit import strict_json
 
         # strict JSON has no NaN: a non-finite total as the recorder writes one ("NaN")
-        print(json.dumps(_strict(summary), indent=2, allow_nan=False))
+        print(json.dumps(strict_json(summary), indent=2, allow_nan=False))
     else:
         print(f"{args.file}: {summary['decisions']} decisions, {summary['episodes']} episode(s), "
               f"total cost {summary['total_cost']:.4g}, chain {'ok' if log.ok else 'BROKEN'}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from govgym.audit import GENESIS, Recorder, read, summarize, summarize_action, summarize_meaning
+from govgym.audit import GENESIS, Recorder, read, strict_json, summarize, summarize_action, summarize_meaning
 from govgym.cli import main
 
 
@@ -287,6 +288,17 @@ def test_every_record_is_strict_json(tmp_path: Path) -> None:
     assert first["proposal"] == {"action": ["NaN", 1.0], "meaning": {"v": "Infinity"}}
     assert first["reward_delta"] == "-Infinity"
     assert second["proposal"]["meaning"]["big"] == f"<int of {(10**5000).bit_length()} bits>"
+
+
+def test_strict_json_is_what_records_hold() -> None:
+    """The public form of the recorder's strict JSON (the CLI's ``--json`` uses it):
+    non-finite numbers as json.dumps spells them, keys JSON cannot take as their str."""
+    value = {"a": float("nan"), (1, 2): [np.float64("inf"), -math.inf], np.int64(3): 1.5}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # was a NumPy RuntimeWarning for np.float64("inf")
+        strict = strict_json(value)
+    assert strict == {"a": "NaN", "(1, 2)": ["Infinity", "-Infinity"], "3": 1.5}
+    json.dumps(strict, allow_nan=False)
 
 
 def test_unusual_types_take_the_general_path_and_write_the_same_text(tmp_path: Path) -> None:

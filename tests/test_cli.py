@@ -181,6 +181,7 @@ def test_a_reader_that_goes_away_is_no_read_error(tmp_path: Path) -> None:
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.read(1)
     proc.stdout.close()  # as `head -c 1` does
-    stderr = proc.stderr.read().decode()
+    with proc.stderr:
+        stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141
     assert stderr == ""

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import operator
 import os
 import re
@@ -64,7 +65,7 @@ try:
 except ImportError:  # Windows: no advisory lock
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["GENESIS", "Recorder", "summarize_action", "summarize_meaning"]
+__all__ = ["GENESIS", "Recorder", "strict_json", "summarize_action", "summarize_meaning"]
 
 GENESIS = "0" * 64
 _MAX_TEXT = 4096  # characters of a string kept (the SQL rule's default max_length)
@@ -326,7 +327,7 @@ def _make_encode() -> Any:
             raise ValueError("circular (or too deeply nested) value") from None
         except (ValueError, TypeError):  # NaN, an infinity, an int too long to print, a
             try:                             # key JSON cannot take: rarely, so slowly
-                return "".join(encoder(_strict(value), 0))
+                return "".join(encoder(strict_json(value), 0))
             except RecursionError:
                 raise ValueError("circular (or too deeply nested) value") from None
 
@@ -336,14 +337,14 @@ def _make_encode() -> Any:
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
-def _strict(value: Any) -> Any:
+def strict_json(value: Any) -> Any:
     """``value`` with what strict JSON cannot hold as a number written as a string:
     ``NaN``, ``Infinity`` and ``-Infinity`` (as ``json.dumps`` would spell them) and an
     int too long to print (Python's 4,300-digit limit) as ``"<int of N bits>"``; and a
     mapping key JSON cannot take (a tuple, a NumPy integer, ``NaN``) as its ``str``, so
     the record is written rather than lost."""
     if isinstance(value, float):
-        return value if value - value == 0.0 else _NON_FINITE[repr(float(value))]
+        return value if math.isfinite(value) else _NON_FINITE[repr(float(value))]
     if isinstance(value, int) and not isinstance(value, bool):
         try:
             repr(value)
@@ -351,11 +352,11 @@ def _strict(value: Any) -> Any:
             return f"<int of {value.bit_length()} bits>"
         return value
     if isinstance(value, Mapping):
-        return {_strict_key(key): _strict(item) for key, item in value.items()}
+        return {_strict_key(key): strict_json(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_strict(item) for item in value]
+        return [strict_json(item) for item in value]
     tolist = getattr(value, "tolist", None)
-    return _strict(tolist()) if callable(tolist) else value
+    return strict_json(tolist()) if callable(tolist) else value
 
 
 def _strict_key(key: Any) -> Any:
@@ -363,7 +364,7 @@ def _strict_key(key: Any) -> Any:
     if key is None or type(key) in (str, bool):
         return key
     if type(key) in (int, float):
-        strict = _strict(key)
+        strict = strict_json(key)
         return strict if strict is key else str(strict)
     return str(key)
 
