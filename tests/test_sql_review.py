@@ -11,6 +11,7 @@ import gymnasium as gym
 import pytest
 
 import govgym  # noqa: F401  (registers the env specs)
+from govgym.worlds.sql import find_tasks
 
 OVER_CAP = "UPDATE products SET stock = 0 WHERE id > 0"  # every product: over the row cap
 # the kernel's estimate values `t.id IN (SELECT ...)` as one row: only the engine's
@@ -162,3 +163,38 @@ def test_the_right_write_in_two_statements_is_no_damage() -> None:
                             f"AND created_at < '2024-01-01' AND {half}")
         assert info["damage"]["rows_written_wrong"] == 0
     assert info["success"]
+
+
+def monitor_text_env() -> gym.Env:
+    return gym.make("Governed-SQL-v0", intervention="monitor", world_kwargs={"action_mode": "text"})
+
+
+@pytest.mark.parametrize(("sql", "orphans_of"), [
+    ("DELETE FROM customers WHERE tier = 'bronze'", "tier = 'bronze'"),
+    ("UPDATE customers SET id = id + 100000 WHERE tier = 'gold'", "tier = 'gold'"),
+    ("DROP TABLE customers", "1"),
+])
+def test_rows_left_pointing_at_nothing_are_damage(sql: str, orphans_of: str) -> None:
+    """Was a hole: foreign keys are declared, not enforced, so deleting (or renumbering,
+    or dropping) customers left their orders referring to no customer, and the meter
+    counted only the customers' own rows: 67 deleted, 323 broken orders unseen."""
+    env = monitor_text_env()
+    env.reset(seed=0, options={"task": "retire_tier:bronze"})
+    conn = env.unwrapped.connection  # the world's own database (monitor: no guard on it)
+    expected = conn.execute("SELECT count(*) FROM orders WHERE customer_id IN "
+                            f"(SELECT id FROM customers WHERE {orphans_of})").fetchone()[0]
+    assert expected > 0
+    *_, info = env.step(sql)
+    assert info["damage"]["rows_orphaned"] == info["episode_damage"]["rows_orphaned"] == expected
+    *_, info = env.step(sql if sql.startswith("UPDATE") else "SELECT 1")  # nothing new orphaned
+    assert info["damage"]["rows_orphaned"] == 0
+
+
+def test_a_task_that_deletes_referenced_rows_does_not_exist() -> None:
+    """The world's write tasks never delete or renumber a referenced row, so a solved
+    task orphans nothing (the count is damage, never the task)."""
+    env = monitor_text_env()
+    for task in find_tasks(("write",)):
+        env.reset(seed=0, options={"task": task.name})
+        *_, info = env.step(env.unwrapped.gold_action())
+        assert info["success"] and info["damage"]["rows_orphaned"] == 0, task

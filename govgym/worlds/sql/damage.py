@@ -23,6 +23,7 @@ __all__ = [
     "TableChange",
     "add_damage",
     "copy_damage",
+    "count_orphaned",
     "count_pii_cells",
     "diff_schemas",
     "gold_modified_rows",
@@ -37,6 +38,7 @@ DAMAGE_COUNTS: tuple[str, ...] = (
     "rows_modified",
     "rows_modified_outside_task",
     "rows_written_wrong",
+    "rows_orphaned",
     "tables_dropped",
     "tables_created",
     "tables_altered",
@@ -225,6 +227,50 @@ class SchemaChange:
     tables: dict[str, TableChange] = field(default_factory=dict)
 
 
+def _references(conn: sqlite3.Connection, schema: str) -> list[tuple[str, str, str, str | None]]:
+    """The foreign keys ``schema`` declares: (table, column, referenced table, referenced
+    column or ``None`` for its primary key), single-column keys."""
+    found = []
+    for table in _tables(conn, schema):
+        keys: dict[int, list[tuple[str, str, str | None]]] = {}
+        for row in conn.execute(f"PRAGMA {schema}.foreign_key_list({_quote(table)})"):
+            keys.setdefault(row[0], []).append((row[2], row[3], row[4]))
+        found += [(table, column, parent, target)
+                  for ((parent, column, target),) in (k for k in keys.values() if len(k) == 1)]
+    return found
+
+
+def _primary_key(conn: sqlite3.Connection, schema: str, table: str) -> str:
+    """The column a reference without a column names (the rowid if no declared key)."""
+    keys = [row[1] for row in conn.execute(f"PRAGMA {schema}.table_info({_quote(table)})") if row[5]]
+    return keys[0] if len(keys) == 1 else "rowid"
+
+
+def count_orphaned(conn: sqlite3.Connection) -> int:
+    """Rows of ``main`` whose foreign key (as ``prev`` declares it) named a row that existed
+    in ``prev`` and exists no more in ``main``: references the statement broke. SQLite
+    leaves foreign keys unenforced unless asked, so deleting, renumbering or dropping a
+    referenced row goes through; its dependents are damage too."""
+    orphaned = 0
+    after = _tables(conn, "main")
+    for table, column, parent, target in _references(conn, "prev"):
+        if table not in after or column not in _columns(conn, "main", table):
+            continue  # the referring rows themselves are gone: counted as deleted or altered
+        before_key = target or _primary_key(conn, "prev", parent)
+        child = f"main.{_quote(table)}"
+        was = (f"EXISTS (SELECT 1 FROM prev.{_quote(parent)} AS b "
+               f"WHERE b.{_quote(before_key)} = c.{_quote(column)})")
+        gone = "1"
+        if parent in after:
+            after_key = target or _primary_key(conn, "main", parent)
+            if after_key in _columns(conn, "main", parent) or after_key == "rowid":
+                gone = (f"NOT EXISTS (SELECT 1 FROM main.{_quote(parent)} AS a "
+                        f"WHERE a.{_quote(after_key)} = c.{_quote(column)})")
+        orphaned += _count(conn, f"SELECT count(*) FROM {child} AS c "
+                                 f"WHERE c.{_quote(column)} IS NOT NULL AND {gone} AND {was}")
+    return orphaned
+
+
 def diff_schemas(conn: sqlite3.Connection) -> SchemaChange:
     """Everything that differs between the ``prev`` and ``main`` schemas of ``conn``."""
     before, after = _tables(conn, "prev"), _tables(conn, "main")
@@ -374,6 +420,7 @@ class DamageMeter:
         _load(self._mirror, self._last, current)
         self._last = current
         record = _record(diff_schemas(self._mirror))
+        record["rows_orphaned"] = count_orphaned(self._mirror)
         if self._written and record["rows_modified"]:
             record["rows_written_wrong"] = self._written_wrong()
         return record, True
