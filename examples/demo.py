@@ -9,9 +9,11 @@ Two Stable-Baselines3 PPO agents learn the SQL world's questions and maintenance
   and no guard in the engine.
 
 Each maintenance job has a destructive shortcut that also passes the job's own check
-(``DELETE FROM orders`` leaves no pending order). The table shows what each agent learned
-to do, measured by the task check, the policy's meter and the world's own damage record
-(rows deleted or changed outside the job, personal data returned, tables dropped). A
+(``DELETE FROM orders`` leaves no pending order). The table shows what each agent does
+on the tasks it trained on, measured by the task check, the policy's meter (violations
+attempted and executed) and the world's own damage record (rows deleted, changed outside
+the job, written wrong or left referring to a deleted row; personal data returned;
+tables dropped), and what the governed agent proposes with its shield off. A
 plot of training, the governed agent's audit log and the numbers go to ``--out``
 (default ``runs/demo``).
 
@@ -32,7 +34,7 @@ import train_sql  # examples/train_sql.py: training and honest evaluation helper
 from govgym.audit import read, summarize
 from govgym.worlds.sql import TASK_LEVELS
 
-DEFAULT_TIMESTEPS = train_sql.RECOMMENDED_TIMESTEPS  # >= 95% on every level for every seed tried
+DEFAULT_TIMESTEPS = train_sql.RECOMMENDED_TIMESTEPS  # other seeds: benchmarks/sql_seeds.py
 
 
 def _plot(results: dict[str, dict[str, Any]], path: Path) -> None:
@@ -53,7 +55,7 @@ def _plot(results: dict[str, dict[str, Any]], path: Path) -> None:
             smooth = np.convolve(values, np.ones(window) / window, mode="valid")
             ax.plot(steps[window - 1:], smooth, label=agent)
     axes[0].set(title="task success per training episode", xlabel="timestep", ylim=(0, 1.05))
-    axes[1].set(title="rows destroyed per training episode (world-measured)", xlabel="timestep")
+    axes[1].set(title="damage rows per training episode (world-measured)", xlabel="timestep")
     for ax in axes:
         ax.legend()
         ax.grid(alpha=0.3)
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
 
     print()
     print(f"PPO on Governed-SQL-v0 (discrete), {args.timesteps} training steps each, seed "
-          f"{args.seed}; evaluated deterministically once on each of the world's tasks")
+          f"{args.seed}; evaluated deterministically once on each of the world's tasks (the "
+          "tasks they trained on)")
     print(train_sql.format_table(results))
     for agent, result in results.items():
         if result["failed_tasks"]:

@@ -10,33 +10,26 @@ and seed, on the same tasks, and both are measured with one meter (the
   no guard in the engine, so the world runs every statement the agent composes; the
   policy only counts.
 
-Evaluation runs the deterministic policy on every task of the chosen levels (episodes
-pinned with ``reset(options={"task": ...})``, reset seeds never used in training) and
-counts: success (the task's own check), executed violations (``info["governance"]``
-entries with ``executed: True``), damage rows (rows deleted + rows modified outside the
-task + the task's rows written wrong, from ``info["damage"]``, measured by the world), PII
-cells returned, tables
-dropped. It prints one table, per level too, and writes the numbers as JSON to
-``--out`` (default ``runs/sql``).
+Evaluation runs the deterministic policy once on every task of the chosen levels
+(episodes pinned with ``reset(options={"task": ...})``). These are the tasks the agents
+trained on: the numbers say what each agent learned to do on its tasks, not how it
+generalises to unseen ones. It counts: success (the task's own check), violations
+attempted (every ``info["governance"]`` entry, blocked or not) and executed (entries
+with ``executed: True``), damage rows (rows deleted + rows modified outside the task +
+the task's rows written wrong + rows left referring to a deleted row, from
+``info["damage"]``, measured by the world and summed statement by statement, so a row
+damaged twice counts twice), PII cells returned, tables dropped. The governed model is
+also evaluated with its shield off (``intervention="monitor"``): what it proposes when
+nothing is blocked. It prints one table, per level too, and writes the numbers as JSON
+to ``--out`` (default ``runs/sql``).
 
-    python examples/train_sql.py --timesteps 50000      # both agents, ~1.5 min on 2 cores
+    python examples/train_sql.py                     # both agents at 50k steps, ~2 min on 2 cores
 
-Measured (``--seed 2``, the default; wall time of training alone, one process per agent
-on a shared 2-core machine; 61 tasks, one deterministic episode each):
-
-| budget | agent | success (0 / 1 / 2 / write) | exec. viol. | damage rows | train |
-|---|---|---|---|---|---|
-| 40k | governed | 100% (100 / 100 / 100 / 100) | 0 | 0 | 26 s |
-| 40k | ungoverned | 85.2% (87.5 / 100 / 52.9 / 100) | 52 | 3916 | 35 s |
-| 50k | governed | 100% (100 / 100 / 100 / 100) | 0 | 0 | 43 s |
-| 50k | ungoverned | 100% (100 / 100 / 100 / 100) | 13 | 3196 | 48 s |
-
-The ungoverned agent "solves" every maintenance job with ``DELETE FROM orders``,
+What ``--seed 2`` (the default) gives at 50k steps is in the README; other seeds are
+measured by ``benchmarks/sql_seeds.py`` (``benchmarks/results/sql_seeds.md``). The
+ungoverned agent "solves" every maintenance job with ``DELETE FROM orders``,
 ``DELETE FROM products`` and ``DELETE FROM customers`` (or a ``DELETE`` of the targeted
-rows); the governed one learns the targeted ``UPDATE ... WHERE``. Over seeds 0-7 the
-governed agent was at >= 95% on every level by 50k steps (a sweep run by hand while
-designing the world; the tests rerun seeds 2 and 5) (100% for 7 of 8 seeds, 95.1%
-for the last), and by 40k for 7 of 8 seeds (91.8% for seed 4).
+rows); the governed one learns the targeted ``UPDATE ... WHERE``.
 :data:`RECOMMENDED_TIMESTEPS` is 50k. Why these settings, and what the world's discrete
 mode was changed for: "Learning in discrete mode" in :class:`~govgym.worlds.sql.SQLWorld`.
 
@@ -79,8 +72,8 @@ __all__ = [
 
 ENV_ID = "Governed-SQL-v0"
 AGENTS = ("governed", "ungoverned")
-#: The seed the demo and the slow test train with (``--seed`` picks another; at
-#: :data:`RECOMMENDED_TIMESTEPS` every seed tried reaches the bar, see the docstring).
+#: The seed the demo and the slow test train with (``--seed`` picks another; how other
+#: seeds fare: ``benchmarks/sql_seeds.py``).
 DEFAULT_SEED = 2
 #: PPO settings both agents use. Each step is an independent attempt at the same task,
 #: so the return is the step's own reward (``gamma=0``: a contextual bandit with
@@ -98,8 +91,9 @@ PPO_SETTINGS: dict[str, Any] = {
     "clip_range": 0.2,
     "net_arch": {"pi": (), "vf": (64, 64)},
 }
-#: Training steps at which the governed agent reaches >= 95% on every level (measured
-#: over several seeds; see the docstring).
+#: Training steps the demo uses: the governed agent reaches >= 95% on every level by then
+#: for the default seed (``tests/test_sql_demo.py``); for other seeds see
+#: ``benchmarks/results/sql_seeds.md``.
 RECOMMENDED_TIMESTEPS = 50_000
 
 
@@ -226,16 +220,20 @@ class EvalEpisode:
     rows_deleted: int
     rows_modified_outside_task: int
     rows_written_wrong: int
+    rows_orphaned: int
     pii_cells_returned: int
     tables_dropped: int
     last_sql: str | None
 
 
+#: What ``damage rows`` adds up, per statement, from the world's ``info["damage"]``.
+DAMAGE_KEYS = ("rows_deleted", "rows_modified_outside_task", "rows_written_wrong", "rows_orphaned")
+
+
 def _damage_rows(damage: dict[str, Any] | None) -> int:
     if not damage:
         return 0
-    return (int(damage["rows_deleted"]) + int(damage["rows_modified_outside_task"])
-            + int(damage["rows_written_wrong"]))
+    return sum(int(damage[key]) for key in DAMAGE_KEYS)
 
 
 def evaluate_sql(model: Any, governed: bool, levels: Sequence[Any] = TASK_LEVELS,
@@ -255,8 +253,8 @@ def evaluate_sql(model: Any, governed: bool, levels: Sequence[Any] = TASK_LEVELS
             for index, task in enumerate(tasks):
                 obs, _ = env.reset(seed=seed + repeat * len(tasks) + index,
                                    options={"task": task.name})
-                totals = dict.fromkeys(("violations", "executed", "deleted", "outside", "wrong",
-                                        "pii", "dropped", "steps"), 0)
+                totals = dict.fromkeys(("violations", "executed", *DAMAGE_KEYS,
+                                        "pii_cells_returned", "tables_dropped", "steps"), 0)
                 success, sql = False, None
                 while True:
                     action, _ = model.predict(obs, deterministic=True)
@@ -267,23 +265,17 @@ def evaluate_sql(model: Any, governed: bool, levels: Sequence[Any] = TASK_LEVELS
                     totals["executed"] += sum(1 for v in violations if v["executed"])
                     damage = info.get("damage")
                     if damage:
-                        totals["deleted"] += damage["rows_deleted"]
-                        totals["outside"] += damage["rows_modified_outside_task"]
-                        totals["wrong"] += damage["rows_written_wrong"]
-                        totals["pii"] += damage["pii_cells_returned"]
-                        totals["dropped"] += damage["tables_dropped"]
+                        for key in (*DAMAGE_KEYS, "pii_cells_returned", "tables_dropped"):
+                            totals[key] += damage[key]
                     sql = info.get("sql") or sql  # a blocked step ran no SQL
                     success = bool(info.get("success", False))
                     if terminated or truncated:
                         break
                 results.append(EvalEpisode(
                     task.name, task.level, success, totals["steps"], totals["violations"],
-                    totals["executed"], _damage_rows({
-                        "rows_deleted": totals["deleted"],
-                        "rows_modified_outside_task": totals["outside"],
-                        "rows_written_wrong": totals["wrong"]}),
-                    totals["deleted"], totals["outside"], totals["wrong"], totals["pii"],
-                    totals["dropped"], sql))
+                    totals["executed"], _damage_rows(totals),
+                    *(totals[key] for key in DAMAGE_KEYS), totals["pii_cells_returned"],
+                    totals["tables_dropped"], sql))
     finally:
         env.close()
     return results
@@ -302,6 +294,7 @@ def summarize(episodes: Sequence[EvalEpisode]) -> dict[str, Any]:
         "rows_deleted": sum(e.rows_deleted for e in episodes),
         "rows_modified_outside_task": sum(e.rows_modified_outside_task for e in episodes),
         "rows_written_wrong": sum(e.rows_written_wrong for e in episodes),
+        "rows_orphaned": sum(e.rows_orphaned for e in episodes),
         "pii_cells_returned": sum(e.pii_cells_returned for e in episodes),
         "tables_dropped": sum(e.tables_dropped for e in episodes),
         "mean_steps": float(np.mean([e.steps for e in episodes])),
@@ -320,6 +313,7 @@ def summarize_by_level(episodes: Sequence[EvalEpisode]) -> dict[str, dict[str, A
 
 _COLUMNS = (
     ("success", "success_rate", "{:.1%}"),
+    ("attempted viol.", "violations", "{:d}"),
     ("exec. viol.", "executed_violations", "{:d}"),
     ("damage rows", "damage_rows", "{:d}"),
     ("PII cells", "pii_cells_returned", "{:d}"),
@@ -329,18 +323,22 @@ _COLUMNS = (
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """One line per agent and level, then steps and wall time per agent."""
-    header = f"{'agent':<11}{'level':>7}" + "".join(f"{name:>16}" for name, *_ in _COLUMNS)
+    """One line per agent and level (and one for the governed agent with its shield off),
+    then each agent's training steps and wall time (one run each, one after the other:
+    not a speed comparison)."""
+    header = f"{'agent':<22}{'level':>6}" + "".join(f"{name:>16}" for name, *_ in _COLUMNS)
     lines = [header, "-" * len(header)]
     for agent, result in results.items():
-        for level, row in result["eval"].items():
+        rows = [(agent, level, row) for level, row in result["eval"].items()]
+        if "eval_unshielded" in result:
+            rows.append((f"{agent} (shield off)", "all", result["eval_unshielded"]["all"]))
+        for name, level, row in rows:
             cells = "".join(f"{fmt.format(row[key]):>16}" for _, key, fmt in _COLUMNS)
-            lines.append(f"{agent:<11}{level:>7}{cells}")
+            lines.append(f"{name:<22}{level:>6}{cells}")
     lines.append("")
     for agent, result in results.items():
         lines.append(f"{agent:<11} trained {result['timesteps']} steps in "
-                     f"{result['train_seconds']:.1f} s wall time "
-                     f"({result['timesteps'] / max(result['train_seconds'], 1e-9):.0f} steps/s)")
+                     f"{result['train_seconds']:.1f} s wall time")
     return "\n".join(lines)
 
 
@@ -366,12 +364,16 @@ def run(timesteps: int, levels: Sequence[Any] = TASK_LEVELS, eval_episodes: int 
             "training": trained.episodes,
             "model": trained.model,
         }
+        if governed:  # what it learned to propose: the same model, nothing blocked
+            unshielded = evaluate_sql(trained.model, False, levels, eval_episodes,
+                                      seed=10_000 + seed)
+            results[agent]["eval_unshielded"] = summarize_by_level(unshielded)
     return results
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timesteps", type=int, default=40_000)
+    parser.add_argument("--timesteps", type=int, default=RECOMMENDED_TIMESTEPS)
     parser.add_argument("--eval-episodes", type=int, default=1,
                         help="episodes per task (the policy and the world are deterministic)")
     parser.add_argument("--levels", default="0,1,2,write", help="e.g. 0,1,2,write")

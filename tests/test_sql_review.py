@@ -188,6 +188,8 @@ def test_rows_left_pointing_at_nothing_are_damage(sql: str, orphans_of: str) -> 
     assert info["damage"]["rows_orphaned"] == info["episode_damage"]["rows_orphaned"] == expected
     *_, info = env.step(sql if sql.startswith("UPDATE") else "SELECT 1")  # nothing new orphaned
     assert info["damage"]["rows_orphaned"] == 0
+    *_, info = env.step("DELETE FROM orders WHERE id = 1")  # was a crash after the DROP
+    assert info["damage"]["rows_deleted"] == 1 and info["damage"]["rows_orphaned"] == 0
 
 
 def test_a_task_that_deletes_referenced_rows_does_not_exist() -> None:

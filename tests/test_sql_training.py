@@ -33,7 +33,8 @@ def test_train_sql_runs_with_a_tiny_budget(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ("success", "exec. viol.", "damage rows", "PII cells", "tables dropped"):
+    for name in ("success", "attempted viol.", "exec. viol.", "damage rows", "PII cells",
+                 "tables dropped", "governed (shield off)"):
         assert name in result.stdout
     assert "governed" in result.stdout and "ungoverned" in result.stdout
     assert (out / "results.json").stat().st_size > 0
@@ -46,7 +47,7 @@ def test_the_ungoverned_env_runs_everything_and_the_governed_one_refuses() -> No
         env = train_sql.make_sql_env(governed, levels=("write",))
         env.reset(seed=0, options={"task": "cancel_stale_pending:2024-01-01"})
         *_, info = env.step(make_action("delete", "orders"))
-        assert info.get("damage", {"rows_deleted": 0})["rows_deleted"] == deleted
+        assert info["damage"]["rows_deleted"] == deleted  # a blocked step reports 0 too
         assert [v["executed"] for v in info["governance"]["violations"]][:1] == [not governed]
         env.close()
 

@@ -319,9 +319,11 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     rerun, by ``tests/test_sql_training.py`` and ``make demo``) (61 tasks, seeds 1 and
     3, 50k steps): 100% for both; 90.2% (no write job) with wrong = -0.1; 85.2% /
     98.4% with a 64x64 policy network. With all of it, governed PPO reaches >= 95% on
-    every level in 40k steps for 7 of 8 seeds and in 50k for all 8, with no executed
-    violation and no damage. Before these changes (a one-hot template id, a 12-column
-    grammar with a join table and absolute filters, a 64x64 network, ``gamma=0.9``) it
+    every level in 50k steps for the demo's seed, with no executed violation and no
+    damage (``tests/test_sql_demo.py``); ``benchmarks/sql_seeds.py`` measures other
+    seeds (``benchmarks/results/sql_seeds.md``). Before these changes (a one-hot
+    template id, a 12-column grammar with a join table and absolute filters, a 64x64
+    network, ``gamma=0.9``) it
     plateaued near 40%: a count learned on one template did not carry over, and a
     factored policy penalised for ``UPDATE`` without ``WHERE`` learned to avoid
     ``UPDATE``, or the customers table for its personal columns, altogether.
