@@ -50,7 +50,13 @@ class Shaping:
     clean_bonus: float = 0.0
 
     def __post_init__(self) -> None:
-        table = {Severity.parse(k): _finite(v, f"penalty[{k}]") for k, v in self.penalties.items()}
+        table: dict[Severity, float] = {}
+        for key, value in self.penalties.items():
+            severity = Severity.parse(key)
+            if severity in table:  # was: the last spelling silently won
+                raise ValueError(f"penalty for severity {str(severity)!r} is given twice ({key!r} "
+                                 "and another spelling); one penalty would silently win")
+            table[severity] = _finite(value, f"penalty[{key}]")
         object.__setattr__(self, "_table", table)
         # by name, however given: equal tables compare equal, and to_dict() is plain data
         object.__setattr__(self, "penalties", {str(k): v for k, v in table.items()})

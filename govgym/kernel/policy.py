@@ -144,10 +144,13 @@ class Policy:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that :func:`load_policy` turns back into an equal policy."""
+        from govgym.rules import RULE_KINDS
+
         rules = []
         for r in self.rules:
-            entry: dict[str, Any] = {"kind": r.kind, "name": r.name,
-                                     "severity": str(r.severity), "cost": r.cost}
+            entry: dict[str, Any] = {"kind": r.kind, "name": r.name, "cost": r.cost}
+            if not RULE_KINDS[r.kind].severity_fields:  # a kind that does not use it refuses it
+                entry["severity"] = str(r.severity)
             if r.verdict is not None:
                 entry["verdict"] = str(r.verdict)
             if r.description:
@@ -361,6 +364,10 @@ def _parse_rule(i: int, entry: Any, problems: _Problems) -> RuleConfig | None:
         problems.add((*at, "kind"), f"{said}; known kinds: {known}", name)
         return None
     cls = RULE_KINDS[kind]
+    if "severity" in entry and cls.severity_fields:  # was: accepted, and silently not used
+        problems.add((*at, "severity"), f"a {kind!r} rule does not use severity: its "
+                     f"severities are set by {' and '.join(cls.severity_fields)}", name)
+        ok = False
     try:
         severity = Severity.parse(entry.get("severity", cls.default_severity))
     except ValueError as exc:

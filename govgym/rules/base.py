@@ -114,6 +114,9 @@ class Rule:
     #: ``Kernel.decide_batch`` calls :meth:`admit` for every proposal when True, for the
     #: ones that will run (allow, warn) when False
     admits_all_proposals: bool = False
+    #: the params that set this kind's severities, when the rule entry's ``severity`` is
+    #: not used (a policy that gives it is refused, rather than the key being ignored)
+    severity_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, params: RuleParams, severity: Severity, cost: float) -> None:
         self.name = name

@@ -19,18 +19,22 @@ Example::
       soft_severity: medium
       hard_severity: critical
 
-With an action cost the rule looks ahead: a proposal whose cost would cross a limit is
-a violation before it runs (and, for a ``Discrete`` space, is masked when its verdict
-stops the action: by default the hard limit's, critical -> terminate, not the soft
-limit's, medium -> warn). With a world
-cost it can only look back: the step that crossed a limit is reported after it ran, and
-every later proposal of the episode is reported before it runs (the budget is already
-spent past that limit), so a ``block`` or ``replace`` verdict on the hard limit stops
-every step after the one that crossed it (a verdict found after a step can only warn).
-Each step over a limit is reported once, at the strictest limit it is over.
+The limits have their own severities (``soft_severity``, ``hard_severity``); a rule entry
+that gives ``severity`` is refused. With an action cost the rule looks ahead: a proposal
+whose cost would cross a limit is a violation before it runs (and, for a ``Discrete``
+space, is masked when its verdict stops the action: by default the hard limit's,
+critical -> terminate, not the soft limit's, medium -> warn). With a world cost it can
+only look back: the step that crossed a limit is reported after it ran, and every later
+proposal of the episode is reported before it runs (the budget is already spent past
+that limit), so a ``block`` or ``replace`` verdict on the hard limit stops every step
+after the one that crossed it (a verdict found after a step can only warn). Each step
+over a limit costs the rule's ``cost`` once, at the strictest limit it is over: with a
+world cost, a step reported past the soft limit before it ran that then crosses the
+hard limit carries both violations, the second at cost 0.
 Only executed actions spend the budget. A world cost that is missing from the step's
 ``info``, NaN, infinite, negative or not a number is a critical ``invalid_cost``
-violation and is never added: a bad number (or a misspelt ``info_key``) cannot reset,
+violation and is never added (a finite one above ``MAX_COST``, 1e15, is added as
+``MAX_COST``): a bad number (or a misspelt ``info_key``) cannot reset,
 corrupt or silently switch off the budget. ``scale`` multiplies a ``norm`` or a world
 cost; ``action_costs`` are the costs themselves.
 """
@@ -45,7 +49,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from govgym.kernel.types import Outcome, Proposal, Severity, Violation, check_cost
+from govgym.kernel.types import MAX_COST, Outcome, Proposal, Severity, Violation, check_cost
 from govgym.rules.base import (
     FieldError,
     Number,
@@ -92,6 +96,26 @@ class BudgetParams(RuleParams):
         return value
 
 
+def _spendable(raw: Any) -> float | None:
+    """``raw`` as a cost to add to the budget, or ``None`` if it is not one (a string, a
+    bool, NaN, an infinity, < 0). A finite cost above ``MAX_COST`` is ``MAX_COST``: a real,
+    huge spend saturates the budget (before and after the step alike) instead of being
+    refused after the step it was judged on."""
+    try:
+        return check_cost(raw, "cost")
+    except ValueError:
+        pass
+    if isinstance(raw, str | bytes | bool) or type(raw).__name__ == "bool_":
+        return None
+    try:
+        value = float(raw)
+    except OverflowError:  # an int beyond float's range: finite, and huge
+        return MAX_COST if isinstance(raw, int) and raw > 0 else None
+    except (TypeError, ValueError):
+        return None
+    return MAX_COST if math.isfinite(value) and value > MAX_COST else None
+
+
 #: Values up to which a norm is summed in Python (below it, faster than NumPy's call)
 _PYTHON_NORM_SIZE = 32
 
@@ -108,6 +132,7 @@ class Budget(Rule):
     default_severity = Severity.CRITICAL
     checks_proposals = True
     reviews_outcomes = True
+    severity_fields = ("soft_severity", "hard_severity")
 
     def __init__(self, name: str, params: BudgetParams, severity: Severity, cost: float) -> None:
         super().__init__(name, params, severity, cost)
@@ -146,17 +171,18 @@ class Budget(Rule):
         p = self.params
         return 2 if total > p.hard else 1 if p.soft is not None and total > p.soft else 0
 
-    def _limit_violations(self, total: float, already: str = "") -> list[Violation]:
+    def _limit_violations(self, total: float, already: str = "",
+                          cost: float | None = None) -> list[Violation]:
         p = self.params
         level = self._level(total)
         if level == 2:
             return [self.violation(
                 "hard_limit", f"episode cost {total:.4g} {already}> hard limit {p.hard:.4g}",
-                severity=self._hard_severity)]
+                severity=self._hard_severity, cost=cost)]
         if level == 1:
             return [self.violation(
                 "soft_limit", f"episode cost {total:.4g} {already}> soft limit {p.soft:.4g}",
-                severity=self._soft_severity)]
+                severity=self._soft_severity, cost=cost)]
         return []
 
     def _invalid(self, what: str, value: Any) -> list[Violation]:
@@ -166,15 +192,15 @@ class Budget(Rule):
     def check(self, proposal: Proposal, state: BudgetState) -> Sequence[Violation]:
         if not self._looks_ahead:  # what the world will charge is not known: what it has
             return self._limit_violations(state.spent, "already ") if state.spent else ()
-        step_cost = self.action_cost(proposal.action)
-        if not math.isfinite(step_cost) or step_cost < 0:
-            return self._invalid("action cost", step_cost)
+        step_cost = _spendable(self.action_cost(proposal.action))
+        if step_cost is None:
+            return self._invalid("action cost", self.action_cost(proposal.action))
         return self._limit_violations(state.spent + step_cost)
 
     def admit(self, proposal: Proposal, state: BudgetState) -> None:
         if self._looks_ahead:  # a world cost is only known after the step
-            step_cost = self.action_cost(proposal.action)
-            if math.isfinite(step_cost) and step_cost >= 0:
+            step_cost = _spendable(self.action_cost(proposal.action))
+            if step_cost is not None:
                 state.spent += step_cost
 
     def review(self, outcome: Outcome, state: BudgetState) -> Sequence[Violation]:
@@ -192,13 +218,15 @@ class Budget(Rule):
                 return [self.violation(
                     "invalid_cost", f"{what} is missing from the step's info; the step's cost "
                     "is unknown, not added to the budget", severity=Severity.CRITICAL)]
-        try:  # a string, a bool, NaN, inf, < 0 or above MAX_COST: never added
-            step_cost = check_cost(raw, what)
-        except ValueError:
+        step_cost = _spendable(raw)
+        if step_cost is None:  # a string, a bool, NaN, inf, < 0: never added
             return self._invalid(what, raw)
         if self._looks_ahead:
             state.spent += step_cost
             return ()
         before = self._level(state.spent)  # a limit already passed was reported before the step
-        state.spent += step_cost * self.params.scale
-        return self._limit_violations(state.spent) if self._level(state.spent) > before else []
+        state.spent += min(step_cost * self.params.scale, MAX_COST)
+        if self._level(state.spent) <= before:
+            return []
+        # the step's proposal was reported past the soft limit, and charged: not again
+        return self._limit_violations(state.spent, cost=0.0 if before else None)

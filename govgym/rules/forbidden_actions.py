@@ -171,7 +171,10 @@ class ForbiddenActions(Rule):
     def mask(self, space: Any, state: Any) -> np.ndarray | None:
         nvec = getattr(space, "nvec", None)
         if nvec is not None:
-            return dims_mask(space, self._dims, self._ranges)
+            dims = self._dims
+            if self._values and np.size(nvec) == 1:  # a one-value action: values ban it, as check does
+                dims = {**dims, 0: dims.get(0, frozenset()) | self._values}
+            return dims_mask(space, dims, self._ranges)
         n = getattr(space, "n", None)
         if n is None:
             return None
@@ -190,7 +193,8 @@ class ForbiddenActions(Rule):
             return None
         flat = np.array(action, dtype=np.float64).reshape(-1)
         dtype = np.dtype(getattr(space, "dtype", None) or np.float32)
-        result = flat.astype(dtype)
+        with np.errstate(over="ignore"):  # no warning (an error under a filter) for a huge action
+            result = flat.astype(dtype)
         lows = _space_bound(space, "low", -np.inf, flat.size)
         highs = _space_bound(space, "high", np.inf, flat.size)
         limits = np.iinfo(dtype) if dtype.kind in "iu" else None  # an integer dtype's range
@@ -210,8 +214,9 @@ class ForbiddenActions(Rule):
                         if not limits.min <= whole <= limits.max:
                             continue
                         value = dtype.type(whole)
-                    else:
-                        value = dtype.type(boundary)
+                    else:  # a boundary past the dtype's range casts to inf (then refused)
+                        with np.errstate(over="ignore"):
+                            value = dtype.type(boundary)
                     if dtype.kind == "f" and _inside(float(value), r):  # rounded into the range
                         value = np.nextafter(value, dtype.type(outward))
                     v = float(value)

@@ -100,13 +100,14 @@ episode's changed rows past ``max_rows_changed_per_episode`` an ``episode_row_ca
 although no personal column was read (emails rebuilt from ``name`` with
 ``CASE``/``LIKE``/``||``: no read check can tell that from a legitimate query) is
 ``pii_returned`` (critical), when the world's ``damage`` reports ``pii_cells_returned``
-(the SQL world does): the rows were already returned, so the policy's verdict for
-critical (terminate) ends the episode rather than preventing the read.
+(the SQL world does): the rows were already returned, so the verdict cannot prevent the
+read; a policy whose critical verdict is terminate (``sql-safety``) ends the episode, one
+whose verdict is block (``sql-guarded-writes``) warns and penalises it after the fact.
 
 Each violation code has its own severity (:data:`SEVERITIES`; override per code with
-``severities``); the rule entry's own ``severity`` is not used. A statement yields at most
-one violation per code (``SELECT *`` on customers is one ``pii_read`` naming both
-columns), and every violation costs the rule's ``cost``.
+``severities``); a rule entry that gives ``severity`` is refused (it would not be used). A
+statement yields at most one violation per code (``SELECT *`` on customers is one
+``pii_read`` naming both columns), and every violation costs the rule's ``cost``.
 
 >>> from govgym.kernel import Kernel, Proposal
 >>> kernel = Kernel("sql-safety")
@@ -448,6 +449,7 @@ class SQL(Rule):
     default_severity = Severity.HIGH
     checks_proposals = True
     reviews_outcomes = True
+    severity_fields = ("severities",)
 
     def __init__(self, name: str, params: SQLParams, severity: Severity, cost: float) -> None:
         super().__init__(name, params, severity, cost)

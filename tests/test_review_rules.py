@@ -1,0 +1,134 @@
+"""A CMDP researcher's review of the generic rules (budget, forbidden_actions) and of
+shaping: each test is a bug the review found ("Was a bug"), run for real."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import govgym
+from govgym import GovernedEnv, Kernel, Outcome, Proposal, load_policy
+from govgym.kernel.types import MAX_COST
+from govgym.shaping import Shaping
+
+
+class _World(gym.Env):
+    """Discrete(2) actions; each step reports the next of ``costs`` as ``info["c"]``."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,))
+
+    def __init__(self, costs: list[Any] = (), action_space: gym.Space | None = None) -> None:
+        self.costs = list(costs)
+        self.action_space = action_space or gym.spaces.Discrete(2)
+        self.t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        cost = self.costs[min(self.t, len(self.costs) - 1)] if self.costs else 0.0
+        self.t += 1
+        return np.zeros(1, np.float32), 0.0, False, False, {"c": cost}
+
+
+def test_a_budget_refuses_severity_and_names_its_two_severities() -> None:
+    """Was a bug: ``severity: low`` on a budget passed the policy check and was ignored
+    (its limits have ``soft_severity`` / ``hard_severity``), so the hard limit still
+    ended episodes as critical."""
+    with pytest.raises(ValueError, match=r"soft_severity and hard_severity") as caught:
+        load_policy({"name": "b", "rules": [
+            {"kind": "budget", "severity": "low", "action_costs": {1: 5}, "hard": 3}]})
+    assert "rules.0.severity" in str(caught.value)
+
+
+@pytest.mark.parametrize("source", ["world", "action"])
+def test_a_step_that_crosses_the_hard_limit_is_charged_once_whatever_the_cost_source(
+        source: str) -> None:
+    """Was a bug: with a world cost (``info_key``), the step that crossed the hard limit
+    after the soft one was reported twice, ``soft_limit`` before it ran and
+    ``hard_limit`` after, and cost 2.0; priced by the action, the same spending cost 1.0."""
+    common = {"kind": "budget", "name": "b", "soft": 1, "hard": 2, "hard_severity": "high"}
+    if source == "world":
+        rule, actions = {**common, "info_key": "c"}, [0, 0, 0, 0]
+    else:
+        rule, actions = {**common, "action_costs": {0: 0.5, 1: 0.5, 2: 1.0}}, [0, 0, 1, 2]
+    env = GovernedEnv(_World([0.5, 0.5, 0.5, 1.0], gym.spaces.Discrete(3)),
+                      {"name": "p", "verdicts": {"high": "warn"}, "rules": [rule]})
+    env.reset(seed=0)
+    costs = []
+    for action in actions:
+        *_, info = env.step(action)
+        costs.append(info["cost"])
+    assert costs == [0.0, 0.0, 1.0, 1.0], costs  # over soft at the third step, hard at the fourth
+    assert info["episode_cost"] == 2.0
+    assert {v["code"] for v in info["governance"]["violations"]} >= {"hard_limit"}
+
+
+def test_a_finite_cost_above_max_cost_saturates_the_budget_it_does_not_vanish() -> None:
+    """Was a bug: an action cost of 1e16 crossed the hard limit before the step (the
+    check took any finite cost) but was refused after it (above MAX_COST, so never
+    added): under warn or monitor every later step was clean."""
+    kernel = Kernel(load_policy({"name": "b", "rules": [
+        {"kind": "budget", "name": "b", "norm": "l1", "hard": 250}]}).monitor_only())
+    ctx = kernel.new_context()
+    found = []
+    for action in (np.array([1e16]), np.array([1.0])):
+        decision = kernel.decide(Proposal(action), ctx)
+        review = kernel.review(Outcome(None, 0.0, False, False, {}, action, True), ctx)
+        found.append(([v.code for v in decision.violations], [v.code for v in review.violations]))
+    assert found == [(["hard_limit"], []), (["hard_limit"], [])]
+    assert ctx.state["b"].spent == MAX_COST + 1.0
+
+
+def test_a_world_cost_above_max_cost_is_spent_as_max_cost() -> None:
+    env = GovernedEnv(_World([1e300, 0.0]), {"name": "p", "verdicts": {"critical": "warn"}, "rules": [
+        {"kind": "budget", "name": "b", "info_key": "c", "hard": 2}]})
+    env.reset(seed=0)
+    *_, info = env.step(0)
+    assert [v["code"] for v in info["governance"]["violations"]] == ["hard_limit"]
+    *_, info = env.step(0)  # past the hard limit: reported before the step
+    assert [v["code"] for v in info["governance"]["violations"]] == ["hard_limit"]
+
+
+def test_one_dimensional_multidiscrete_masks_what_values_forbid() -> None:
+    """Was a bug: ``values: [2]`` blocks the action ``[2]`` of a MultiDiscrete([4]) space,
+    but ``action_masks()`` left it allowed, so MaskablePPO kept sampling it."""
+    env = GovernedEnv(_World(action_space=gym.spaces.MultiDiscrete([4])), {"name": "p", "rules": [
+        {"kind": "forbidden_actions", "values": [2]}]})
+    env.reset(seed=0)
+    assert env.action_masks().tolist() == [True, True, False, True]
+    for value, allowed in enumerate(env.action_masks()):
+        *_, info = env.step(np.array([value]))
+        assert (info["governance"]["verdict"] == "allow") == allowed, value
+
+
+def test_shaping_refuses_a_severity_given_twice() -> None:
+    """Was a bug: ``{"high": 0.5, "HIGH": 0.0}`` kept the last spelling, switching the
+    penalty off, where a verdict table refuses the same input."""
+    with pytest.raises(ValueError, match="given twice"):
+        Shaping.from_config({"penalties": {"high": 0.5, "HIGH": 0.0}})
+    with pytest.raises(ValueError, match="given twice"):
+        govgym.make("CartPole-v1", policy="cartpole-envelope",
+                    shaping={"penalties": {"high": 0.5, "High": 0.1}})
+
+
+def test_a_range_beyond_float32_clips_without_a_numpy_warning() -> None:
+    """Was a bug: a range bound of 1e39 on a float32 Box made the repair cast overflow
+    with a NumPy warning, which a warnings filter turns into an error: the repair failed
+    and ``safe_action`` ran instead of the clip."""
+    env = govgym.make("Pendulum-v1", policy={"name": "p", "rules": [
+        {"kind": "forbidden_actions", "ranges": [{"low": 1.8, "high": 1e39}]}]},
+        intervention={"high": "replace"}, safe_action=[0.0])
+    env.reset(seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        *_, info = env.step(np.array([2.0], np.float32))
+    assert "repair_errors" not in info["governance"]
+    assert info["governance"]["executed_action"][0] == pytest.approx(1.8, abs=1e-6)
+    assert info["governance"]["executed_action"][0] < 1.8
