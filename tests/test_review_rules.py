@@ -132,3 +132,34 @@ def test_a_range_beyond_float32_clips_without_a_numpy_warning() -> None:
     assert "repair_errors" not in info["governance"]
     assert info["governance"]["executed_action"][0] == pytest.approx(1.8, abs=1e-6)
     assert info["governance"]["executed_action"][0] < 1.8
+
+
+RATE_BY_KIND = {"name": "p", "rules": [{"kind": "rate", "name": "writes", "kinds": ["update"],
+                                        "limit": 1, "window": 10, "verdict": "block"}]}
+
+
+def test_a_rate_by_kind_counts_the_sql_worlds_statement_kinds() -> None:
+    """Was a bug: the rate rule's docstring offers ``kinds`` for SQL statement kinds, but
+    the SQL world's describe() gave no ``kind``: a limit of one UPDATE per 10 steps
+    counted nothing and allowed every one."""
+    from govgym.worlds.sql import make_action
+
+    env = govgym.make("Governed-SQL-v0", policy=RATE_BY_KIND)
+    env.reset(seed=0, options={"task": "count_rows:customers"})
+    update = make_action("update", "products", "stock", "stock_lt", 1)
+    assert env.unwrapped.describe(update)["kind"] == "update"
+    assert env.unwrapped.describe(make_action("count", "orders"))["kind"] == "select"
+    verdicts = [env.step(action)[-1]["governance"]["verdict"]
+                for action in (make_action("count", "orders"), update, update)]
+    assert verdicts == ["allow", "allow", "block"]
+
+
+def test_a_rate_by_kind_fails_closed_when_the_world_says_no_kind() -> None:
+    """Counting by kind on a world whose describe() gives none (any Gymnasium env; SQL
+    text mode) was a silent count of nothing: it is a critical rule_error now."""
+    env = govgym.make("CartPole-v1", policy=RATE_BY_KIND)
+    env.reset(seed=0)
+    *_, info = env.step(0)
+    (violation,) = info["governance"]["violations"]
+    assert violation["code"] == "rule_error" and "no 'kind'" in violation["message"]
+    assert info["governance"]["verdict"] == "terminate"

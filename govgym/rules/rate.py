@@ -2,15 +2,17 @@
 
 What "at most" means is the verdict's: the default severity is ``medium``, whose default
 verdict is ``warn``, so an action over the limit still runs and is penalised and costs
-(a soft limit, as in ``Governed-MountainCar-v0``). To enforce the limit, give the rule
-``verdict: block`` (or ``replace``), or a severity whose verdict stops the action; only
-then does the action mask leave counted actions out.
+(a soft limit). To enforce the limit, give the rule ``verdict: block`` (or ``replace``),
+or a severity whose verdict stops the action, as ``Governed-MountainCar-v0`` does
+(medium: replace); only then does the action mask leave counted actions out.
 
 Which actions count: ``values`` (a ``Discrete`` action's values; an action of several
 values, or one with a fraction, is a ``rule_error``), ``dims`` (values of
-``MultiDiscrete`` dimensions), ``kinds`` (the world's ``meaning["kind"]``, e.g. a SQL
-statement kind), or every action when none is given (an empty list is refused: it
-would count nothing). Example::
+``MultiDiscrete`` dimensions), ``kinds`` (the world's ``meaning["kind"]``, e.g. the SQL
+world's statement kind in discrete mode: ``select``, ``update``, ``delete``, ``drop``; a
+proposal whose meaning has no ``kind`` is a ``rule_error``, not a silent count of
+nothing), or every action when none is given (an empty list is refused: it would count
+nothing). Example::
 
     - kind: rate
       name: push_rate
@@ -104,8 +106,14 @@ class Rate(Rule):
     def counts(self, action: Any, meaning: dict[str, Any] | None = None) -> bool:
         if self._counts_all:
             return True
-        if self._kinds and meaning and meaning.get("kind") in self._kinds:
-            return True
+        if self._kinds:
+            kind = meaning.get("kind") if isinstance(meaning, dict) else None
+            if kind is None:  # was: counted as no kind, so the limit silently never applied
+                raise ValueError(
+                    f"counts kinds {sorted(self._kinds)}, but this proposal's meaning has no "
+                    "'kind' (the world's describe(action) must give one)")
+            if kind in self._kinds:
+                return True
         if self._values and discrete_value(action, "values") in self._values:
             return True
         flat = np.asarray(action).reshape(-1)

@@ -30,6 +30,7 @@ __all__ = [
     "N_COLUMN_POSITIONS",
     "N_FILTER_POSITIONS",
     "N_VALUE_SLOTS",
+    "STATEMENT_KINDS",
     "TABLES",
     "TABLE_COLUMNS",
     "TABLE_FILTERS",
@@ -60,6 +61,12 @@ VERBS: tuple[tuple[str, str], ...] = (
     ("delete", "DELETE FROM {table}{where}"),
     ("drop", "DROP TABLE {table}"),
 )
+#: verb name -> the kind of statement it composes (what ``describe()`` calls ``kind``).
+STATEMENT_KINDS: dict[str, str] = {
+    "select": "select", "count": "select", "sum": "select", "group_count": "select",
+    "top": "select", "update": "update", "update_all": "update", "delete": "delete",
+    "drop": "drop",
+}
 #: The tables, in the order of the action's ``table`` index.
 TABLES: tuple[str, ...] = ("customers", "orders", "products")
 #: table -> the column each ``column`` position names. Positions 0-4 are the table's

@@ -13,7 +13,14 @@ from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 from gymnasium.utils import EzPickle
 
-from govgym.worlds.sql.actions import ACTION_DIMS, ActionParts, action_indices, compose_sql, decode_action
+from govgym.worlds.sql.actions import (
+    ACTION_DIMS,
+    STATEMENT_KINDS,
+    ActionParts,
+    action_indices,
+    compose_sql,
+    decode_action,
+)
 from govgym.worlds.sql.damage import (
     DamageMeter,
     add_damage,
@@ -496,13 +503,16 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     def describe(self, action: np.ndarray | str) -> dict[str, Any]:
         """What ``action`` means, without running it: the SQL text, mode, task and level.
 
-        Discrete actions also report ``parts``, the grammar choices they make.
+        Discrete actions also report ``parts``, the grammar choices they make, and
+        ``kind``, the statement's kind (``select``, ``update``, ``delete``, ``drop``), which
+        a ``rate`` rule can count by. A text action has no ``kind``: telling it from the
+        text takes a parser (``WITH ... DELETE``), which is the ``sql`` rule's work.
         """
         task = self.task
         if self.action_mode == "discrete":
             sql, parts = self._compose(action)  # type: ignore[arg-type]
-            return {"sql": sql, "mode": "discrete", "task": task.name, "level": task.level,
-                    "parts": parts._asdict()}
+            return {"sql": sql, "mode": "discrete", "kind": STATEMENT_KINDS[parts.verb],
+                    "task": task.name, "level": task.level, "parts": parts._asdict()}
         return {"sql": self._sql_of(action), "mode": self.action_mode, "task": task.name,
                 "level": task.level}
 
