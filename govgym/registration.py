@@ -15,6 +15,10 @@ An env spec file::
     cost_limit: 25                     # optional: reported in info for CMDP learners
     max_episode_steps: 500             # optional: defaults to the world's own
 
+Arguments to ``gym.make(id, ...)`` replace the spec's, each whole, as Gymnasium replaces
+any keyword argument: ``world_kwargs={"action_mode": "text"}`` replaces the spec's
+``world_kwargs`` (``Governed-SQL-ReadOnly-v0``'s ``levels`` too), it is not merged into them.
+
 Step limits. A registered id gets Gymnasium's own ``TimeLimit`` (``max_episode_steps``
 of the spec, or the world's registered limit), around the governed env, and the world
 inside is built without its ``TimeLimit`` (``gym.make(world, max_episode_steps=-1)``). So

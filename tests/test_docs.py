@@ -42,9 +42,8 @@ def test_readme_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     assert blocks
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {}
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), namespace)
+    for block in blocks:  # each on its own, as a reader copies one
+        exec(compile(block, "README.md", "exec"), {})
     assert (tmp_path / "runs" / "tour" / "audit.jsonl").exists()
 
 

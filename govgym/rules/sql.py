@@ -35,6 +35,8 @@ and functions. Example (the SQL world's schema, as in ``policies/sql-guarded-wri
       max_value_length: 4096              # bytes of any string, blob or row the engine builds
       query_cost: {soft: 100000, hard: 1000000, vm_steps: 5000000, seconds: 1.0}
       severities: {cost_soft: low}        # override a violation code's severity
+      engine_guard: true                  # also guard inside SQLite (see below)
+      cache_size: 65536                   # verdicts cached by exact text (0: no cache)
 
 (``insert: true`` / ``delete: true`` on a table permit those statements there, if the
 kind is listed in ``statements``.)
@@ -74,7 +76,8 @@ and is cached by exact text in a bounded LRU):
    ``ON CONFLICT`` and ``UPDATE OR <x>`` are ``conflict_clause`` (an ``UPDATE OR``'s
    ``WHERE`` is checked as well).
 
-**Inside the engine** (defense in depth): :meth:`SQL.attach` installs a
+**Inside the engine** (defense in depth; ``engine_guard: false`` leaves it out, for
+measuring the kernel alone): :meth:`SQL.attach` installs a
 :class:`~govgym.rules.sql_engine.SQLEngineGuard` on a world that has
 ``set_engine_guard`` (the SQL world): the same allow-lists as an SQLite authorizer, the
 row-change cap (the written table's ``max_rows_changed``, checked after the statement;
@@ -340,7 +343,7 @@ def _write_findings(sql: str, kind: str) -> list[tuple[str, str]]:
         from sqlglot import exp
     except ImportError:  # the optional dependency: fail closed
         return [("predicate_unchecked", "writes need sqlglot to check their WHERE clause "
-                                        "(pip install 'govgym[sql]')")]
+                                        "(pip install sqlglot)")]
     try:
         trees = [t for t in sqlglot.parse(sql, read="sqlite") if t is not None]
     except Exception as exc:  # sqlglot.ParseError, TokenError, RecursionError, ...

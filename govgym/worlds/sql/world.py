@@ -137,7 +137,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
 
     A task is a template plus one parameter value, named ``template:param``. Pick the
     families with ``levels``, pin a task or a template with ``task``, or choose per
-    episode with ``reset(options={"task": name})``. Otherwise ``reset`` draws a template
+    episode, among those, with ``reset(options={"task": name})``. Otherwise ``reset`` draws a template
     uniformly, then a parameter, from the seeded ``np_random``.
 
     | level | template | parameters |
@@ -725,9 +725,18 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         self._check_passes = False
 
     def _choose_task(self, options: Mapping[str, Any] | None) -> Task:
-        """A template uniformly, then one of its tasks uniformly (``options["task"]`` narrows)."""
+        """A template uniformly, then one of its tasks uniformly (``options["task"]`` narrows,
+        among this world's tasks: a read-only world cannot be reset into a write task)."""
         name = (options or {}).get("task")
-        groups = _by_template(find_tasks(TASK_LEVELS, name)) if name else self._templates
+        groups = self._templates
+        if name:
+            chosen = [t for t in self.tasks if name in (t.name, t.template)]
+            if not chosen:  # was: any level's task, whatever this world's levels
+                find_tasks(TASK_LEVELS, name)  # an unknown name: the error lists the templates
+                levels = sorted({str(t.level) for t in self.tasks})
+                raise ValueError(f"task {name!r} is not one of this world's tasks (levels "
+                                 f"{', '.join(levels)}); build the world with its level")
+            groups = _by_template(tuple(chosen))
         template = groups[int(self.np_random.integers(len(groups)))]
         return template[int(self.np_random.integers(len(template)))]
 

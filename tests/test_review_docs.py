@@ -1,0 +1,34 @@
+"""Where a review of the documentation found the code doing something other than the
+docs say ("Was a bug"), or the advice in them not working; each is run for real."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+
+import govgym  # noqa: F401  (registers the env specs)
+from govgym.worlds.sql import SQLWorld
+
+
+def test_the_read_only_envs_text_mode_advice_keeps_it_read_only() -> None:
+    """Was a trap: the spec's own advice, ``world_kwargs={"action_mode": "text"}``,
+    replaced its ``levels`` and drew write tasks (41 in 200 resets), which sql-safety
+    can never let succeed. The advice now keeps the levels."""
+    env = gym.make("Governed-SQL-ReadOnly-v0",
+                   world_kwargs={"action_mode": "text", "levels": [0, 1, 2]})
+    levels = {env.reset(seed=seed)[1]["task"]["level"] for seed in range(200)}
+    assert levels == {"0", "1", "2"}  # (info gives a level as text)
+    env.close()
+
+
+def test_a_world_is_reset_only_into_its_own_tasks() -> None:
+    """Was a bug: ``reset(options={"task": ...})`` searched every level, so a world built
+    for the read levels (the read-only env's) could be reset into a write task."""
+    world = SQLWorld(levels=[0])
+    with pytest.raises(ValueError, match=r"not one of this world's tasks \(levels 0\)"):
+        world.reset(seed=0, options={"task": "retire_tier:gold"})
+    with pytest.raises(ValueError, match="no task or template named 'nonsense'"):
+        world.reset(seed=0, options={"task": "nonsense"})
+    _, info = world.reset(seed=0, options={"task": "count_rows"})  # a template of level 0
+    assert info["task"]["name"].startswith("count_rows:")
+    world.close()
