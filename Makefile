@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/python benchmarks/audit.py
 	$(BIN)/python benchmarks/sql_kernel.py
 	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/sql_seeds.py
 
 lint: install
 	$(BIN)/ruff check govgym tests examples benchmarks

@@ -14,8 +14,12 @@ Three timings per shape, each over ``records`` calls to ``Recorder.append``:
   ``flush()`` that follows is timed on its own (``flush``: writing the buffered lines,
   per record)
 - ``total``: the default ``flush_every`` (1,024), so flushes happen inside the loop, plus
-  the final ``flush()``: what a record really costs, flush amortised (serialising,
-  hashing and writing all inside the timed region)
+  the final ``flush()``: a record's cost with the writes amortised over 1,024 records
+  (serialising, hashing and writing all inside the timed region)
+- ``per_episode``: as ``total``, with a ``flush()`` after every 22 records, as
+  ``GovernedEnv`` flushes at every episode end and a CartPole episode under random
+  actions is about 22 steps long (``overhead.py`` measures it): what a record costs in
+  such a run. Shorter episodes (the SQL world's are at most 10 steps) cost more
 - ``sha256``: ``hashlib.sha256(line).hexdigest()`` alone for every line of a finished log
   of the shape: the floor that a SHA-256 per record puts under any recorder of this
   format in CPython (OpenSSL's per-call setup dominates at these line lengths)
@@ -66,7 +70,8 @@ SHAPES: dict[str, tuple[str, list[dict[str, Any]], float, float]] = {
     "clean": ("allow", [], 0.0, 0.0),
     "one_violation": ("warn", [VIOLATION], 1.0, -0.5),
 }
-MODES = ("append_only", "total", "sha256", "read")
+MODES = ("append_only", "total", "per_episode", "sha256", "read")
+EPISODE_RECORDS = 22  # records between flushes in `per_episode`: CartPole's mean episode
 
 FULL = {"repeats": 15, "records": 20_000}
 QUICK = {"repeats": 2, "records": 300}
@@ -80,6 +85,23 @@ def _append_all(recorder: Recorder, shape: str, records: int) -> int:
     for step in range(records):
         append(0, step, [1], verdict, violations, cost, delta, extra=None)
     return time.perf_counter_ns() - start
+
+
+def time_per_episode(path: Path, shape: str, records: int) -> float:
+    """ns/record for appending with a flush after every ``EPISODE_RECORDS`` records."""
+    verdict, violations, cost, delta = SHAPES[shape]
+    recorder = Recorder(path, run_id="bench", flush_every=DEFAULT_FLUSH_EVERY)
+    append, flush = recorder.append, recorder.flush
+    gc.collect()
+    start = time.perf_counter_ns()
+    for step in range(records):
+        append(0, step, [1], verdict, violations, cost, delta, extra=None)
+        if step % EPISODE_RECORDS == EPISODE_RECORDS - 1:
+            flush()
+    flush()
+    elapsed = time.perf_counter_ns() - start
+    recorder.close()
+    return elapsed / records
 
 
 def time_append_only(path: Path, shape: str, records: int) -> tuple[float, float]:
@@ -158,6 +180,8 @@ def run(params: dict[str, int], tmp: Path) -> dict[str, Any]:
                 flush_samples[shape].append(flush_ns)
             elif mode == "total":
                 samples[shape, mode].append(time_total(path, shape, records))
+            elif mode == "per_episode":
+                samples[shape, mode].append(time_per_episode(path, shape, records))
             elif mode == "sha256":
                 samples[shape, mode].append(time_sha256(lines[shape]))
             else:
@@ -170,6 +194,7 @@ def run(params: dict[str, int], tmp: Path) -> dict[str, Any]:
             "append_only_ns_per_record": stats(samples[shape, "append_only"]),
             "flush_ns_per_record": stats(flush_samples[shape]),
             "total_ns_per_record": stats(samples[shape, "total"]),
+            "per_episode_ns_per_record": stats(samples[shape, "per_episode"]),
             "sha256_ns_per_record": stats(samples[shape, "sha256"]),
             "read_ns_per_record": read_stats,
             "read_records_per_s": 1e9 / read_stats["median"],
@@ -182,10 +207,13 @@ def run(params: dict[str, int], tmp: Path) -> dict[str, Any]:
 def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for shape, s in result["shapes"].items():
-        value = s["total_ns_per_record"]["median"]
-        out.append({"target": f"<= 2 us per record appended, flush amortised ({shape})",
-                    "shape": shape, "measured_ns": value, "limit_ns": TARGET_NS,
-                    "met": value <= TARGET_NS})
+        for key, how in (("total_ns_per_record", f"flush every {DEFAULT_FLUSH_EVERY:,} records"),
+                         ("per_episode_ns_per_record",
+                          f"flush every episode of {EPISODE_RECORDS} records")):
+            value = s[key]["median"]
+            out.append({"target": f"<= 2 us per record appended, {how} ({shape})",
+                        "shape": shape, "timing": key, "measured": value, "limit": TARGET_NS,
+                        "unit": "ns", "met": value <= TARGET_NS})
     return out
 
 
@@ -199,13 +227,14 @@ def to_markdown(data: dict[str, Any]) -> str:
             fmt_ns(s["flush_ns_per_record"]["median"]),
             fmt_ns(s["total_ns_per_record"]["median"]),
             f"{fmt_ns(s['total_ns_per_record']['q1'])} - {fmt_ns(s['total_ns_per_record']['q3'])}",
+            fmt_ns(s["per_episode_ns_per_record"]["median"]),
             fmt_ns(s["sha256_ns_per_record"]["median"]),
             f"{s['bytes_per_record']:.0f}",
         ])
     read_rows = [[f"`{shape}`", f"{s['read_records_per_s']:,.0f}",
                   fmt_ns(s["read_ns_per_record"]["median"]), f"{s['read_mb_per_s']:.1f}"]
                  for shape, s in result["shapes"].items()]
-    target_rows = [[t["target"], fmt_ns(t["measured_ns"]), "met" if t["met"] else "**MISSED**"]
+    target_rows = [[t["target"], fmt_ns(t["measured"]), "met" if t["met"] else "**MISSED**"]
                    for t in data["targets"]]
     parts = [
         "# govgym audit recorder: cost per record",
@@ -215,12 +244,15 @@ def to_markdown(data: dict[str, Any]) -> str:
         f"(shape, timing) pairs interleaved in rotated order; median over repeats. "
         f"`append only` serialises, hashes and buffers every record (flush_every > records); "
         f"`flush` is the one flush after it (the write), per record; `total` uses "
-        f"flush_every={DEFAULT_FLUSH_EVERY} and includes the final flush. `SHA-256 alone` is "
+        f"flush_every={DEFAULT_FLUSH_EVERY} and includes the final flush; `per episode` "
+        f"also flushes after every {EPISODE_RECORDS} records, as GovernedEnv does at each "
+        f"episode end (CartPole's mean episode under random actions). `SHA-256 alone` is "
         f"`hashlib.sha256(line).hexdigest()` of each line of such a log, nothing else: the "
         f"part of `total` that any per-record SHA-256 chain pays in CPython.",
         "## Writing",
         markdown_table(["record", "append only (serialise + hash)", "flush (write)",
-                        "total (median)", "total IQR", "SHA-256 alone", "bytes / record"], rows),
+                        "total (median)", "total IQR", "per episode (median)", "SHA-256 alone",
+                        "bytes / record"], rows),
         f"Timing-loop cost included in append timings: "
         f"{fmt_ns(result['harness_ns_per_record'])}/record.",
         "## Reading and verifying the chain",
@@ -244,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "audit",
         "quick": args.quick,
         "environment": env_info,
-        "parameters": {**params, "flush_every": DEFAULT_FLUSH_EVERY, "gc_enabled": True,
+        "parameters": {**params, "flush_every": DEFAULT_FLUSH_EVERY,
+                       "episode_records": EPISODE_RECORDS, "gc_enabled": True,
                        "fsync": False},
         "result": result,
         "wall_time_s": time.perf_counter() - started,

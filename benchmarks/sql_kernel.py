@@ -331,7 +331,7 @@ def targets(decisions: dict[str, Any], steps: dict[str, Any]) -> list[dict[str, 
         ("Governed-SQL-v0 step (allowed actions) <= 1.2x ungoverned",
          steps["allowed"]["ratio_governed_to_raw"], 1.2),
     ]
-    return [{"target": name, "measured": round(value, 3), "limit": limit, "met": bool(value <= limit)}
+    return [{"target": name, "measured": value, "limit": limit, "met": bool(value <= limit)}
             for name, value, limit in rows]
 
 
@@ -341,7 +341,7 @@ def to_markdown(data: dict[str, Any]) -> str:
     if banner:
         lines += [banner, ""]
     lines += [environment_markdown(data["environment"]), ""]
-    target_rows = [(t["target"], t["measured"], t["limit"], "yes" if t["met"] else "**no**")
+    target_rows = [(t["target"], f"{t['measured']:.3g}", t["limit"], "yes" if t["met"] else "**no**")
                    for t in data["targets"]]
     lines += ["## Targets", "", markdown_table(["target", "measured", "limit", "met"], target_rows), ""]
     lines += ["## Decisions against execution (medians)", "",

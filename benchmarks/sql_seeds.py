@@ -19,7 +19,7 @@ referring to a deleted row (a row damaged by two statements counts twice).
 The bar (the demo's): the governed agent at >= 95% on every level, with 0 executed
 violations and 0 damage rows. The table says for how many seeds it holds.
 
-Run: ``python benchmarks/sql_seeds.py`` (8 seeds at 50k steps: about 15 minutes on 2
+Run: ``python benchmarks/sql_seeds.py`` (8 seeds at 50k steps: about 8 minutes on 2
 cores, two seeds at a time; ``--seeds 0,1`` to choose, ``--timesteps N``, ``--quick``
 for a smoke test). Needs the ``sb3`` extra.
 """
@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": {**params, "workers": workers, "ppo": train_sql.PPO_SETTINGS,
                        "bar": BAR},
         "result": {"seeds": rows, "seeds_meeting_bar": held},
-        "targets": [{"name": "governed agent meets the demo's bar on every seed",
-                     "measured": held, "limit": len(rows), "met": held == len(rows)}],
+        "targets": [{"target": "governed agent meets the demo's bar on every seed (seeds "
+                               "missing it)", "measured": len(rows) - held, "limit": 0,
+                     "met": held == len(rows)}],
         "wall_time_s": time.perf_counter() - started,
     }
     json_path, md_path = write_results(args.out, "sql_seeds", data, to_markdown(data))

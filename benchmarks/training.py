@@ -20,7 +20,7 @@ check). The governed runs learn under a different reward (shaping) and episode e
 (the critical bound), so their trajectories differ from the raw run's after the first
 update: the ratio is the throughput of training under governance, not of identical work.
 
-Run: ``python benchmarks/training.py`` (about a minute; ``--quick`` for a smoke test).
+Run: ``python benchmarks/training.py`` (about half a minute; ``--quick`` for a smoke test).
 Needs the ``sb3`` extra.
 """
 

@@ -37,8 +37,10 @@ def _check_environment(data: dict[str, Any], out: Path) -> None:
     assert env["packages"]["govgym"] and env["packages"]["gymnasium"] and env["packages"]["numpy"]
     text = json.dumps(data)
     assert str(out) not in text and str(BENCHMARKS.parent) not in text  # no local paths
-    for target in data["targets"]:
-        assert isinstance(target["met"], bool)
+    for target in data["targets"]:  # each verdict is what its numbers say
+        assert isinstance(target["met"], bool) and target["target"]
+        measured, limit = target["measured"], target["limit"]
+        assert target["met"] == (measured < limit if target.get("strict") else measured <= limit)
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +95,15 @@ def test_audit_results(audit: tuple[dict[str, Any], Path]) -> None:
     assert set(shapes) == {"clean", "one_violation"}
     for s in shapes.values():
         for key in ("append_only_ns_per_record", "flush_ns_per_record", "total_ns_per_record",
-                    "sha256_ns_per_record", "read_ns_per_record"):
+                    "per_episode_ns_per_record", "sha256_ns_per_record", "read_ns_per_record"):
             assert _positive(s[key]["median"]), key
         assert _positive(s["read_records_per_s"]) and _positive(s["bytes_per_record"])
     assert shapes["one_violation"]["bytes_per_record"] > shapes["clean"]["bytes_per_record"]
-    assert {t["shape"] for t in data["targets"]} == {"clean", "one_violation"}
+    assert {(t["shape"], t["timing"]) for t in data["targets"]} == {
+        (shape, timing) for shape in ("clean", "one_violation")
+        for timing in ("total_ns_per_record", "per_episode_ns_per_record")}
     for target in data["targets"]:
-        assert _positive(target["measured_ns"]) and _positive(target["limit_ns"])
+        assert _positive(target["measured"]) and target["unit"] == "ns"
 
 
 def test_sql_kernel_results(tmp_path: Path) -> None:
@@ -122,3 +126,19 @@ def test_training_results(tmp_path: Path) -> None:
         assert all(n >= 1 for n in v["episodes_per_run"])  # the runs really stepped episodes
     assert variants["raw"]["ratio_to_raw"] == 1.0
     assert data["environment"]["packages"]["torch"] and data["environment"]["packages"]["stable-baselines3"]
+
+
+def test_sql_seeds_results(tmp_path: Path) -> None:
+    data = _run("sql_seeds.py", tmp_path)
+    _check_environment(data, tmp_path)
+    (row,) = data["result"]["seeds"]
+    assert row["seed"] == data["parameters"]["seeds"][0]
+    governed = row["governed"]["eval"]
+    assert governed["all"]["episodes"] == 61 and set(governed) == {"all", "0", "1", "2", "write"}
+    assert row["governed"]["eval_unshielded"]["all"]["episodes"] == 61
+    assert row["ungoverned"]["eval"]["all"]["episodes"] == 61
+    bar = data["parameters"]["bar"]
+    assert row["meets_bar"] == (
+        all(governed[level]["success_rate"] >= bar for level in ("0", "1", "2", "write"))
+        and governed["all"]["executed_violations"] == 0 and governed["all"]["damage_rows"] == 0)
+    assert data["result"]["seeds_meeting_bar"] == int(row["meets_bar"])
