@@ -32,3 +32,33 @@ def test_a_world_is_reset_only_into_its_own_tasks() -> None:
     _, info = world.reset(seed=0, options={"task": "count_rows"})  # a template of level 0
     assert info["task"]["name"].startswith("count_rows:")
     world.close()
+
+
+def test_a_blocked_statement_is_shown_to_the_agent_with_its_reason() -> None:
+    """Was a bug: a blocked step returned the last observation unchanged, so a text-mode
+    agent (an LLM) read "Step: 0 of 10" and "Last statement: none yet" after nine refused
+    statements, never told that or why they were refused, until the step limit ended the
+    episode. The world now counts the step and says what was blocked, and why."""
+    env = gym.make("Governed-SQL-v0", world_kwargs={"action_mode": "text"})
+    env.reset(seed=0, options={"task": "count_rows:orders"})
+    obs, reward, terminated, truncated, info = env.step('SELECT name, ssn FROM customers')
+    assert info["governance"]["verdict"] == "block" and not (terminated or truncated)
+    assert "Step: 1 of 10" in obs
+    assert "Last statement: SELECT name, ssn FROM customers" in obs
+    assert "Feedback: blocked by the policy" in obs and "pii_read" in obs
+    assert info["sql"] is None and info["damage"]["rows_deleted"] == 0  # nothing ran
+    for _ in range(9):
+        *_, truncated, info = env.step("DROP TABLE orders")
+    assert truncated  # the world's step count and the step limit agree
+
+
+def test_a_blocked_discrete_action_sets_the_refused_flag_and_the_step_count() -> None:
+    from govgym.worlds.sql import make_action
+
+    env = gym.make("Governed-SQL-v0")
+    env.reset(seed=0, options={"task": "count_rows:orders"})
+    obs, *_, info = env.step(make_action("drop", "orders"))
+    assert info["governance"]["verdict"] == "block"
+    assert obs[60] == 1.0 and obs[66] == 0.1  # refused; 1 of 10 steps taken
+    obs, *_ = env.step(make_action("count", "orders"))
+    assert obs[60] == 0.0 and obs[66] == 0.2

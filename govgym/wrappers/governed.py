@@ -122,7 +122,10 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     has one), the kernel decides, the decision is enacted, the world steps, the kernel
     reviews the outcome, the reward is shaped and the decision is recorded. A world may
     also offer ``idle_info()``, its info for a step in which nothing ran (used for
-    blocked steps, so their info has the same keys).
+    blocked steps, so their info has the same keys), and ``idle_step(action, reasons)``,
+    which takes a blocked step (``reasons``: ``"rule/code: message"`` of each violation
+    that stopped it) and returns its ``(observation, info)``, so the world can count the
+    step and tell the agent what was refused and why (the SQL world does).
 
     Verdicts and how they are enacted (the policy maps each severity to a verdict;
     ``intervention`` overrides that mapping):
@@ -130,8 +133,9 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ==========  ================================================================
     allow       the action runs
     warn        the action runs; the step is penalised by ``shaping``
-    block       the action does not run; the last observation is returned,
-                world reward 0, the episode goes on
+    block       the action does not run; the last observation is returned (the
+                world's ``idle_step`` observation if it has one), world reward 0,
+                the episode goes on
     replace     a substitute runs instead: the rules' nearest repair (a Box action
                 clipped out of a forbidden range) if the policy allows it, else
                 ``safe_action`` if allowed, else the first allowed action of a
@@ -277,6 +281,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._monitor = monitor
         self._describe = getattr(env.unwrapped, "describe", None)
         self._world_idle_info = getattr(env.unwrapped, "idle_info", None)
+        self._world_idle_step = getattr(env.unwrapped, "idle_step", None)
         self._episode = -1
         # every argument is checked before the kernel's rules attach to the world (the sql
         # rule installs its engine guard there): a refused wrapper leaves the world as it was
@@ -575,9 +580,13 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         else:
             if self._episode < 0:  # no observation to return: as the world's step would say
                 raise gym.error.ResetNeeded("Cannot call env.step() before calling env.reset()")
-            # a copy: callers may keep and modify the observation of an earlier step
-            obs, reward, terminated, truncated, info = (
-                _snapshot(self._last_obs), 0.0, False, False, self._idle_info())
+            if self._world_idle_step is not None:  # the world counts it and says why
+                obs, info = self._world_idle_step(
+                    action, [f"{v.rule}/{v.code}: {v.message}" for v in pre.violations])
+                info = dict(info)
+            else:  # a copy: callers may keep and modify the observation of an earlier step
+                obs, info = _snapshot(self._last_obs), self._idle_info()
+            reward, terminated, truncated = 0.0, False, False
             meaning, to_run = {}, None
         raw_reward = reward if type(reward) is float else float(reward)
         post = self._kernel.review(

@@ -61,7 +61,7 @@ class Feedback:
     """What the agent is told about its last statement (nothing yet after reset)."""
 
     sql: str | None = None
-    verdict: str = "none"  # none | correct | wrong | error | denied
+    verdict: str = "none"  # none | correct | wrong | error | denied | blocked by the policy
     error: str | None = None
     changed_db: bool = False
     row_count: int | None = None
@@ -104,13 +104,16 @@ def encode_intent(intent: Intent) -> np.ndarray:
     return out
 
 
+_REFUSED = frozenset({"denied", "blocked by the policy"})  # by the engine guard, or before it
+
+
 def encode_observation(task: Task, feedback: Feedback, step: int, max_steps: int) -> np.ndarray:
     """The discrete-mode observation vector (layout in :class:`SQLWorld`'s docstring)."""
     obs = np.zeros(OBS_SIZE, dtype=np.float32)
     obs[:INTENT_SIZE] = encode_intent(task.intent)
     offset = INTENT_SIZE
     flags = (feedback.changed_db, feedback.verdict == "wrong", feedback.verdict == "error",
-             feedback.verdict == "denied")
+             feedback.verdict in _REFUSED)
     obs[offset: offset + len(flags)] = flags
     offset += len(flags)
     if feedback.row_count is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -266,7 +266,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     | 57 | the last statement changed the database |
     | 58 | the last statement ran but its result was wrong |
     | 59 | the last statement failed with an SQL error |
-    | 60 | the last statement was denied by the engine guard |
+    | 60 | the last statement was refused: blocked by the policy before it ran, or denied by the engine guard |
     | 61-65 | one-hot rows the last statement returned: 0, 1, 2-10, 11-100, more |
     | 66 | steps taken / ``max_steps`` |
 
@@ -280,8 +280,11 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
 
     ``action_mode="text"``: ``Text(max_length=8192)``: the task name and level, the
     question, the schema with ``(restricted)`` columns, the step count, the last
-    statement with its verdict (correct / wrong / error / denied) and error message, and
-    its first ``show_rows`` result rows.
+    statement with its verdict (correct / wrong / error / denied / blocked by the
+    policy) and error message (for a blocked one, the violations that stopped it), and
+    its first ``show_rows`` result rows. A step a governance layer blocks counts too
+    (:meth:`idle_step`): the step count goes on, and the observation says what was
+    refused.
 
     ## Rewards
 
@@ -432,7 +435,11 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
       -0.3 (were -0.1 / -0.2); a statement stopped by a size limit of the engine guard
       reads as denied (was: error); ``info["task"]["level"]`` is text (was an int for
       the question levels and ``"write"`` for the jobs, so a vector env whose first
-      env drew a question crashed when another drew a job).
+      env drew a question crashed when another drew a job); a blocked step counts and
+      is shown in the observation (:meth:`idle_step`; was: the last observation, step
+      count frozen); ``damage`` counts ``rows_orphaned``; ``describe`` gives a discrete
+      action's statement ``kind``; ``reset(options={"task": ...})`` picks among the
+      world's own tasks (was: any level's).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
@@ -577,6 +584,19 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         """The info of a step in which nothing reached the engine (a governance layer
         blocked it): no SQL, zero damage, the episode's damage so far, no success."""
         return self._info(None, Execution(), False, zero_damage())
+
+    def idle_step(self, action: np.ndarray | str,
+                  reasons: Sequence[str]) -> tuple[np.ndarray | str, dict[str, Any]]:
+        """A step a governance layer refused: nothing reaches the engine, but the step
+        counts and the observation says which statement was blocked, and ``reasons``
+        (text mode; discrete mode sets the refused flag, index 60). Returns the
+        observation and :meth:`idle_info`. The episode's end is the caller's step
+        limit's (``GovernedEnv`` counts blocked steps too)."""
+        sql = self._sql_of(action)
+        self._steps += 1
+        self._feedback = Feedback(sql=sql, verdict="blocked by the policy",
+                                  error="; ".join(reasons) or None)
+        return self._observation(), self.idle_info()
 
     def render(self) -> str | None:  # type: ignore[override]
         if self.render_mode != "ansi" or self._task is None:
