@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import govgym
-from govgym import GovernedEnv, Kernel, Outcome, Proposal, load_policy
+from govgym import GovernedEnv, Kernel, Outcome, Proposal, Severity, load_policy
 from govgym.kernel.types import MAX_COST
+from govgym.rules.base import RULE_KINDS, Rule
 from govgym.shaping import Shaping
 
 
@@ -163,3 +164,29 @@ def test_a_rate_by_kind_fails_closed_when_the_world_says_no_kind() -> None:
     (violation,) = info["governance"]["violations"]
     assert violation["code"] == "rule_error" and "no 'kind'" in violation["message"]
     assert info["governance"]["verdict"] == "terminate"
+
+
+
+class _BadMask(Rule):
+    """A custom rule whose mask has the wrong length (one value for every action)."""
+
+    kind = "review_rules_bad_mask"
+    checks_proposals = True
+    default_severity = Severity.HIGH
+
+    def check(self, proposal: Proposal, state: Any) -> list:
+        return []
+
+    def mask(self, space: Any, state: Any) -> np.ndarray:
+        return np.array([False, True])
+
+
+@pytest.mark.parametrize("shape", [[3, 3], [4]])
+def test_a_rules_mask_of_the_wrong_shape_masks_nothing(shape: list[int],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was a bug: ``mask &= part`` raised for a part of the wrong length (action_masks()
+    crashed a MaskablePPO rollout)."""
+    monkeypatch.setitem(RULE_KINDS, _BadMask.kind, _BadMask)
+    kernel = Kernel({"name": "p", "verdicts": {"high": "block"}, "rules": [{"kind": _BadMask.kind}]})
+    mask = kernel.action_mask(gym.spaces.MultiDiscrete(shape), Proposal, kernel.new_context())
+    assert mask.tolist() == [True] * sum(shape)

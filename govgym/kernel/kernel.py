@@ -257,10 +257,13 @@ class Kernel:
                 continue
             try:
                 part = rule.mask(space, ctx.state.get(rule.name))
-            except Exception:
-                part = None  # the step-time decision still judges the action
-            if part is not None:
-                mask &= np.asarray(part, dtype=bool)
+                if part is not None:
+                    part = np.asarray(part, dtype=bool)
+                    if part.shape != mask.shape:  # was: raised out of action_masks()
+                        raise ValueError(f"mask of shape {part.shape}, expected {mask.shape}")
+                    mask &= part
+            except Exception:  # a broken mask masks nothing: the step-time decision still
+                pass            # judges the action (a rule_error if the rule is broken there too)
         offset = 0
         for n in nvec:
             if not mask[offset:offset + n].any():
