@@ -27,10 +27,11 @@ critical -> terminate, not the soft limit's, medium -> warn). With a world cost 
 only look back: the step that crossed a limit is reported after it ran, and every later
 proposal of the episode is reported before it runs (the budget is already spent past
 that limit), so a ``block`` or ``replace`` verdict on the hard limit stops every step
-after the one that crossed it (a verdict found after a step can only warn). Each step
+after the one that crossed it (a verdict found after a step can only warn). Each action
 over a limit costs the rule's ``cost`` once, at the strictest limit it is over: with a
 world cost, a step reported past the soft limit before it ran that then crosses the
-hard limit carries both violations, the second at cost 0.
+hard limit carries both violations, the second at cost 0. (A ``replace`` step judges two
+actions, the proposal and its substitute, and reports each one over a limit.)
 Only executed actions spend the budget. A world cost that is missing from the step's
 ``info``, NaN, infinite, negative or not a number is a critical ``invalid_cost``
 violation and is never added (a finite one above ``MAX_COST``, 1e15, is added as
