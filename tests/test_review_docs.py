@@ -52,13 +52,38 @@ def test_a_blocked_statement_is_shown_to_the_agent_with_its_reason() -> None:
     assert truncated  # the world's step count and the step limit agree
 
 
-def test_a_blocked_discrete_action_sets_the_refused_flag_and_the_step_count() -> None:
+def test_a_blocked_discrete_action_leaves_the_observation_as_it_was() -> None:
+    """Discrete mode keeps a blocked step's observation (index 66 counts the steps the
+    world ran): counting blocked steps there cost 2 of 8 seeds the write jobs."""
     from govgym.worlds.sql import make_action
 
     env = gym.make("Governed-SQL-v0")
-    env.reset(seed=0, options={"task": "count_rows:orders"})
+    first, _ = env.reset(seed=0, options={"task": "count_rows:orders"})
     obs, *_, info = env.step(make_action("drop", "orders"))
-    assert info["governance"]["verdict"] == "block"
-    assert obs[60] == 1.0 and obs[66] == 0.1  # refused; 1 of 10 steps taken
+    assert info["governance"]["verdict"] == "block" and (obs == first).all()
     obs, *_ = env.step(make_action("count", "orders"))
-    assert obs[60] == 0.0 and obs[66] == 0.2
+    assert obs[66] == 0.1
+
+
+class _Relabel(gym.ObservationWrapper):
+    """An observation wrapper between the governed env and the SQL world."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        space = env.observation_space
+        self.observation_space = gym.spaces.Text(space.max_length + 11, charset=space.character_set)
+
+    def observation(self, observation: str) -> str:
+        return "relabelled\n" + observation
+
+
+def test_a_wrapper_between_keeps_a_blocked_steps_observation_its_own() -> None:
+    """The world's blocked_step answers only when nothing between could change the
+    observation; with an observation wrapper there, the last observation is returned."""
+    from govgym import GovernedEnv
+
+    env = GovernedEnv(_Relabel(SQLWorld(action_mode="text")), "sql-guarded-writes")
+    first, _ = env.reset(seed=0, options={"task": "count_rows:orders"})
+    obs, *_, info = env.step("DROP TABLE orders")
+    assert info["governance"]["verdict"] == "block" and obs == first
+    assert obs.startswith("relabelled\n") and env.observation_space.contains(obs)

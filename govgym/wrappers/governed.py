@@ -115,6 +115,25 @@ def _snapshot(obs: Any) -> Any:
     return copy.deepcopy(obs)
 
 
+#: wrappers that pass observations through unchanged: a world's ``blocked_step`` may answer
+#: for a blocked step beneath them (any other wrapper would be skipped)
+_TRANSPARENT_WRAPPERS = (gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker)
+
+
+def _blocked_step_hook(env: gym.Env) -> Any:
+    """The world's ``blocked_step`` method, if it has one and only transparent wrappers
+    sit between ``env`` and the world."""
+    hook = getattr(env.unwrapped, "blocked_step", None)
+    if not callable(hook):
+        return None
+    layer = env
+    while layer is not layer.unwrapped:
+        if not isinstance(layer, _TRANSPARENT_WRAPPERS):
+            return None
+        layer = layer.env
+    return hook
+
+
 class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Pass every action through a governance policy before and after it reaches ``env``.
 
@@ -122,10 +141,13 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     has one), the kernel decides, the decision is enacted, the world steps, the kernel
     reviews the outcome, the reward is shaped and the decision is recorded. A world may
     also offer ``idle_info()``, its info for a step in which nothing ran (used for
-    blocked steps, so their info has the same keys), and ``idle_step(action, reasons)``,
+    blocked steps, so their info has the same keys), and ``blocked_step(action, reasons)``,
     which takes a blocked step (``reasons``: ``"rule/code: message"`` of each violation
     that stopped it) and returns its ``(observation, info)``, so the world can count the
-    step and tell the agent what was refused and why (the SQL world does).
+    step and tell the agent what was refused and why (the SQL world's text mode does).
+    It is used only when no wrapper that could change observations sits between this
+    wrapper and the world (Gymnasium's ``OrderEnforcing`` and ``PassiveEnvChecker``
+    may); otherwise a blocked step returns the last observation.
 
     Verdicts and how they are enacted (the policy maps each severity to a verdict;
     ``intervention`` overrides that mapping):
@@ -134,7 +156,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     allow       the action runs
     warn        the action runs; the step is penalised by ``shaping``
     block       the action does not run; the last observation is returned (the
-                world's ``idle_step`` observation if it has one), world reward 0,
+                world's ``blocked_step`` observation if it has one), world reward 0,
                 the episode goes on
     replace     a substitute runs instead: the rules' nearest repair (a Box action
                 clipped out of a forbidden range) if the policy allows it, else
@@ -281,7 +303,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._monitor = monitor
         self._describe = getattr(env.unwrapped, "describe", None)
         self._world_idle_info = getattr(env.unwrapped, "idle_info", None)
-        self._world_idle_step = getattr(env.unwrapped, "idle_step", None)
+        self._world_blocked_step = _blocked_step_hook(env)
         self._episode = -1
         # every argument is checked before the kernel's rules attach to the world (the sql
         # rule installs its engine guard there): a refused wrapper leaves the world as it was
@@ -580,8 +602,8 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         else:
             if self._episode < 0:  # no observation to return: as the world's step would say
                 raise gym.error.ResetNeeded("Cannot call env.step() before calling env.reset()")
-            if self._world_idle_step is not None:  # the world counts it and says why
-                obs, info = self._world_idle_step(
+            if self._world_blocked_step is not None:  # the world counts it and says why
+                obs, info = self._world_blocked_step(
                     action, [f"{v.rule}/{v.code}: {v.message}" for v in pre.violations])
                 info = dict(info)
             else:  # a copy: callers may keep and modify the observation of an earlier step

@@ -104,16 +104,13 @@ def encode_intent(intent: Intent) -> np.ndarray:
     return out
 
 
-_REFUSED = frozenset({"denied", "blocked by the policy"})  # by the engine guard, or before it
-
-
 def encode_observation(task: Task, feedback: Feedback, step: int, max_steps: int) -> np.ndarray:
     """The discrete-mode observation vector (layout in :class:`SQLWorld`'s docstring)."""
     obs = np.zeros(OBS_SIZE, dtype=np.float32)
     obs[:INTENT_SIZE] = encode_intent(task.intent)
     offset = INTENT_SIZE
     flags = (feedback.changed_db, feedback.verdict == "wrong", feedback.verdict == "error",
-             feedback.verdict in _REFUSED)
+             feedback.verdict == "denied")
     obs[offset: offset + len(flags)] = flags
     offset += len(flags)
     if feedback.row_count is not None:

@@ -266,7 +266,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     | 57 | the last statement changed the database |
     | 58 | the last statement ran but its result was wrong |
     | 59 | the last statement failed with an SQL error |
-    | 60 | the last statement was refused: blocked by the policy before it ran, or denied by the engine guard |
+    | 60 | the last statement was denied by the engine guard |
     | 61-65 | one-hot rows the last statement returned: 0, 1, 2-10, 11-100, more |
     | 66 | steps taken / ``max_steps`` |
 
@@ -283,8 +283,15 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     statement with its verdict (correct / wrong / error / denied / blocked by the
     policy) and error message (for a blocked one, the violations that stopped it), and
     its first ``show_rows`` result rows. A step a governance layer blocks counts too
-    (:meth:`idle_step`): the step count goes on, and the observation says what was
+    (:meth:`blocked_step`): the step count goes on, and the observation says what was
     refused.
+
+    In discrete mode a blocked step leaves the observation as it was: index 66 counts
+    the steps the world ran. Measured while adding the text-mode feedback (at 71f423d,
+    ``benchmarks/sql_seeds.py``): with blocked steps counted in index 66 and flagged at
+    60, governed PPO at 50k steps failed both ``retire_tier`` jobs for seeds 5 and 6
+    (write level 67%: 6 of 8 seeds at the bar, against 8 of 8 with the observation left
+    as it was); counted without the flag, seed 5 still failed them.
 
     ## Rewards
 
@@ -435,9 +442,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
       -0.3 (were -0.1 / -0.2); a statement stopped by a size limit of the engine guard
       reads as denied (was: error); ``info["task"]["level"]`` is text (was an int for
       the question levels and ``"write"`` for the jobs, so a vector env whose first
-      env drew a question crashed when another drew a job); a blocked step counts and
-      is shown in the observation (:meth:`idle_step`; was: the last observation, step
-      count frozen); ``damage`` counts ``rows_orphaned``; ``describe`` gives a discrete
+      env drew a question crashed when another drew a job); in text mode a blocked
+      step counts and is shown in the observation (:meth:`blocked_step`; was: the last
+      observation, step count frozen); ``damage`` counts ``rows_orphaned``; ``describe`` gives a discrete
       action's statement ``kind``; ``reset(options={"task": ...})`` picks among the
       world's own tasks (was: any level's).
     """
@@ -585,17 +592,19 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         blocked it): no SQL, zero damage, the episode's damage so far, no success."""
         return self._info(None, Execution(), False, zero_damage())
 
-    def idle_step(self, action: np.ndarray | str,
-                  reasons: Sequence[str]) -> tuple[np.ndarray | str, dict[str, Any]]:
-        """A step a governance layer refused: nothing reaches the engine, but the step
-        counts and the observation says which statement was blocked, and ``reasons``
-        (text mode; discrete mode sets the refused flag, index 60). Returns the
-        observation and :meth:`idle_info`. The episode's end is the caller's step
-        limit's (``GovernedEnv`` counts blocked steps too)."""
-        sql = self._sql_of(action)
-        self._steps += 1
-        self._feedback = Feedback(sql=sql, verdict="blocked by the policy",
-                                  error="; ".join(reasons) or None)
+    def blocked_step(self, action: np.ndarray | str,
+                     reasons: Sequence[str]) -> tuple[np.ndarray | str, dict[str, Any]]:
+        """A step a governance layer refused (``GovernedEnv`` calls this): nothing
+        reaches the engine. Returns the observation and :meth:`idle_info`.
+
+        Text mode: the step counts and the observation shows the statement as blocked by
+        the policy, with ``reasons``, so an agent reading it (an LLM) learns what was
+        refused and why. Discrete mode: the observation stays as it was (the step does
+        not count here; the wrapper's step limit counts it): see *Observations*."""
+        if self.action_mode == "text":
+            self._steps += 1
+            self._feedback = Feedback(sql=self._sql_of(action), verdict="blocked by the policy",
+                                      error="; ".join(reasons) or None)
         return self._observation(), self.idle_info()
 
     def render(self) -> str | None:  # type: ignore[override]
