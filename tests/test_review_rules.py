@@ -190,3 +190,50 @@ def test_a_rules_mask_of_the_wrong_shape_masks_nothing(shape: list[int],
     kernel = Kernel({"name": "p", "verdicts": {"high": "block"}, "rules": [{"kind": _BadMask.kind}]})
     mask = kernel.action_mask(gym.spaces.MultiDiscrete(shape), Proposal, kernel.new_context())
     assert mask.tolist() == [True] * sum(shape)
+
+
+def test_a_severity_equal_to_the_kinds_default_still_loads() -> None:
+    """What Policy.to_dict wrote before it left ``severity`` out for these kinds (a saved
+    ``env.spec.to_json()``): the default value said nothing wrong, so it loads."""
+    old = {"name": "p", "rules": [
+        {"kind": "budget", "name": "b", "severity": "critical", "action_costs": {1: 5}, "hard": 3}]}
+    assert load_policy(old) == load_policy({**old, "rules": [
+        {k: v for k, v in old["rules"][0].items() if k != "severity"}]})
+
+
+def test_a_code_built_budget_with_another_severity_is_refused() -> None:
+    """A RuleConfig built in code with a severity the kind does not use would not come back
+    from to_dict() (which leaves it out): refused as the file form is."""
+    from govgym.kernel.policy import RuleConfig
+    from govgym.rules.budget import BudgetParams
+
+    params = BudgetParams(action_costs={1: 5}, hard=3)
+    with pytest.raises(ValueError, match="soft_severity and hard_severity"):
+        RuleConfig("budget", "b", Severity.LOW, 1.0, params)
+    RuleConfig("budget", "b", Severity.CRITICAL, 1.0, params)  # the default: fine
+
+
+@pytest.mark.parametrize("bad", [True, np.True_, np.bool_(False)])
+def test_a_bool_is_no_cost_numpy_or_not(bad: Any) -> None:
+    """Was a bug: NumPy 2 names its bool type ``bool``, so the check for ``bool_`` missed
+    it and a world cost of ``np.True_`` was spent as 1.0."""
+    from govgym.kernel.types import check_cost
+
+    with pytest.raises(ValueError, match="not a number"):
+        check_cost(bad, "cost")
+    kernel = Kernel({"name": "b", "rules": [{"kind": "budget", "name": "b", "info_key": "c", "hard": 5}]})
+    ctx = kernel.new_context()
+    review = kernel.review(Outcome(None, 0.0, False, False, {"c": bad}, 0, True), ctx)
+    assert [v.code for v in review.violations] == ["invalid_cost"] and ctx.state["b"].spent == 0.0
+
+
+def test_a_rate_by_kind_reads_any_mapping_and_falls_back_to_values() -> None:
+    from types import MappingProxyType
+
+    kernel = Kernel(RATE_BY_KIND)
+    assert kernel.decide(Proposal(0, MappingProxyType({"kind": "select"})),
+                         kernel.new_context()).verdict == govgym.Verdict.ALLOW
+    both = {"name": "p", "rules": [{**RATE_BY_KIND["rules"][0], "values": [1], "limit": 1}]}
+    kernel = Kernel(both)  # no kind in the meaning: counted by its values, not an error
+    ctx = kernel.new_context()
+    assert kernel.decide(Proposal(0, {}), ctx).verdict == govgym.Verdict.ALLOW

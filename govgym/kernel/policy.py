@@ -88,6 +88,9 @@ class RuleConfig:
             raise TypeError(f"rule {self.name!r}: params of a {self.kind!r} rule are a "
                             f"{expected.__name__}, got {type(self.params).__name__}")
         object.__setattr__(self, "severity", Severity.parse(self.severity))
+        kind = RULE_KINDS[self.kind]
+        if kind.severity_fields and self.severity != kind.default_severity:
+            raise ValueError(f"rule {self.name!r}: {_unused_severity(self.kind, kind)}")
         object.__setattr__(self, "cost", check_cost(self.cost, f"rule {self.name!r}"))
         if self.verdict is not None:
             object.__setattr__(self, "verdict", Verdict.parse(self.verdict))
@@ -364,9 +367,10 @@ def _parse_rule(i: int, entry: Any, problems: _Problems) -> RuleConfig | None:
         problems.add((*at, "kind"), f"{said}; known kinds: {known}", name)
         return None
     cls = RULE_KINDS[kind]
-    if "severity" in entry and cls.severity_fields:  # was: accepted, and silently not used
-        problems.add((*at, "severity"), f"a {kind!r} rule does not use severity: its "
-                     f"severities are set by {' and '.join(cls.severity_fields)}", name)
+    if "severity" in entry and cls.severity_fields and not _is_default_severity(entry["severity"], cls):
+        # was: accepted, and silently not used (the default value, as Policy.to_dict wrote
+        # it once, says nothing false and loads)
+        problems.add((*at, "severity"), _unused_severity(kind, cls), name)
         ok = False
     try:
         severity = Severity.parse(entry.get("severity", cls.default_severity))
@@ -410,6 +414,18 @@ def _parse_rule(i: int, entry: Any, problems: _Problems) -> RuleConfig | None:
     if not ok or name is None:
         return None
     return RuleConfig(kind, name, severity, float(cost), params, verdict, str(entry.get("description") or ""))
+
+
+def _is_default_severity(value: Any, cls: Any) -> bool:
+    try:
+        return Severity.parse(value) == cls.default_severity
+    except (TypeError, ValueError):
+        return False
+
+
+def _unused_severity(kind: str, cls: Any) -> str:
+    return (f"a {kind!r} rule does not use severity: its severities are set by "
+            f"{' and '.join(cls.severity_fields)}")
 
 
 def _short(value: Any) -> str:

@@ -73,10 +73,15 @@ class Verdict(_Level):
 EXECUTING_VERDICTS = frozenset({Verdict.ALLOW, Verdict.WARN})
 
 
+#: NumPy's bool type by name (``bool_`` in NumPy 1, ``bool`` in NumPy 2; a Python bool is
+#: caught by isinstance): a bool is not a cost, whatever its type
+_NUMPY_BOOL_NAMES = frozenset({"bool_", "bool"})
+
+
 def check_cost(value: Any, where: str) -> float:
     """Return ``value`` as a float cost, or raise if it is not a number (a string or a
     bool is not), is NaN, infinite, negative or above :data:`MAX_COST`."""
-    if isinstance(value, str | bytes | bool) or type(value).__name__ == "bool_":
+    if isinstance(value, str | bytes | bool) or type(value).__name__ in _NUMPY_BOOL_NAMES:
         raise ValueError(f"{where}: cost {value!r} is not a number")
     try:
         cost = float(value)

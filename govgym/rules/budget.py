@@ -106,7 +106,7 @@ def _spendable(raw: Any) -> float | None:
         return check_cost(raw, "cost")
     except ValueError:
         pass
-    if isinstance(raw, str | bytes | bool) or type(raw).__name__ == "bool_":
+    if isinstance(raw, str | bytes | bool | np.bool_):
         return None
     try:
         value = float(raw)

@@ -11,8 +11,8 @@ values, or one with a fraction, is a ``rule_error``), ``dims`` (values of
 ``MultiDiscrete`` dimensions), ``kinds`` (the world's ``meaning["kind"]``, e.g. the SQL
 world's statement kind in discrete mode: ``select``, ``update``, ``delete``, ``drop``; a
 proposal whose meaning has no ``kind`` is a ``rule_error``, not a silent count of
-nothing), or every action when none is given (an empty list is refused: it would count
-nothing). Example::
+nothing, unless ``values`` or ``dims`` are given too: those then decide), or every
+action when none is given (an empty list is refused: it would count nothing). Example::
 
     - kind: rate
       name: push_rate
@@ -46,7 +46,7 @@ the window moves on once per step.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -107,13 +107,14 @@ class Rate(Rule):
         if self._counts_all:
             return True
         if self._kinds:
-            kind = meaning.get("kind") if isinstance(meaning, dict) else None
-            if kind is None:  # was: counted as no kind, so the limit silently never applied
+            kind = meaning.get("kind") if isinstance(meaning, Mapping) else None
+            if kind in self._kinds:
+                return True
+            if kind is None and not (self._values or self._dims):
+                # was: counted as no kind, so the limit silently never applied
                 raise ValueError(
                     f"counts kinds {sorted(self._kinds)}, but this proposal's meaning has no "
                     "'kind' (the world's describe(action) must give one)")
-            if kind in self._kinds:
-                return True
         if self._values and discrete_value(action, "values") in self._values:
             return True
         flat = np.asarray(action).reshape(-1)
