@@ -192,6 +192,17 @@ def test_rows_left_pointing_at_nothing_are_damage(sql: str, orphans_of: str) -> 
     assert info["damage"]["rows_deleted"] == 1 and info["damage"]["rows_orphaned"] == 0
 
 
+@pytest.mark.parametrize("sql", ["ALTER TABLE customers RENAME TO clients",
+                                 "ALTER TABLE customers RENAME COLUMN id TO cid"])
+def test_a_renamed_parent_breaks_no_reference(sql: str) -> None:
+    """SQLite rewrites the references of a renamed table or column: no row is orphaned
+    (a first version read the new state with the old names and counted 1000)."""
+    env = monitor_text_env()
+    env.reset(seed=0, options={"task": "count_rows:orders"})
+    *_, info = env.step(sql)
+    assert info["damage"]["tables_altered"] >= 1 and info["damage"]["rows_orphaned"] == 0
+
+
 def test_a_task_that_deletes_referenced_rows_does_not_exist() -> None:
     """The world's write tasks never delete or renumber a referenced row, so a solved
     task orphans nothing (the count is damage, never the task)."""

@@ -246,36 +246,35 @@ def _primary_key(conn: sqlite3.Connection, schema: str, table: str) -> str:
     return keys[0] if len(keys) == 1 else "rowid"
 
 
-def count_orphaned(conn: sqlite3.Connection) -> int:
-    """Rows of ``main`` whose foreign key (as ``prev`` declares it) named a row that existed
-    in ``prev`` and exists no more in ``main``: references the statement broke. SQLite
-    leaves foreign keys unenforced unless asked, so deleting, renumbering or dropping a
-    referenced row goes through; its dependents are damage too."""
-    orphaned = 0
-    before, after = _tables(conn, "prev"), _tables(conn, "main")
-    for table, column, parent, target in _references(conn, "prev"):
-        if parent not in before:
-            continue  # nothing it referred to existed (a parent dropped earlier)
-        if table not in after or column not in _columns(conn, "main", table):
-            continue  # the referring rows themselves are gone: counted as deleted or altered
-        before_key = target or _primary_key(conn, "prev", parent)
-        if before_key != "rowid" and before_key not in _columns(conn, "prev", parent):
-            continue  # a reference to no column referred to nothing
-        child = f"main.{_quote(table)}"
-        was = (f"EXISTS (SELECT 1 FROM prev.{_quote(parent)} AS b "
-               f"WHERE b.{_quote(before_key)} = c.{_quote(column)})")
-        gone = "1"
-        if parent in after:
-            after_key = target or _primary_key(conn, "main", parent)
-            if after_key in _columns(conn, "main", parent) or after_key == "rowid":
-                gone = (f"NOT EXISTS (SELECT 1 FROM main.{_quote(parent)} AS a "
-                        f"WHERE a.{_quote(after_key)} = c.{_quote(column)})")
+def _orphans(conn: sqlite3.Connection, schema: str) -> set[tuple[str, int]]:
+    """(table, rowid) of each row of ``schema`` whose foreign key names a row that does not
+    exist there (a referenced table or column that is gone names none)."""
+    found: set[tuple[str, int]] = set()
+    tables = _tables(conn, schema)
+    for table, column, parent, target in _references(conn, schema):
+        child = f"{schema}.{_quote(table)}"
+        key = target or (_primary_key(conn, schema, parent) if parent in tables else None)
+        missing = "1"  # no such table or column: every reference is to nothing
+        if key is not None and (key == "rowid" or key in _columns(conn, schema, parent)):
+            missing = (f"NOT EXISTS (SELECT 1 FROM {schema}.{_quote(parent)} AS p "
+                       f"WHERE p.{_quote(key)} = c.{_quote(column)})")
         try:
-            orphaned += _count(conn, f"SELECT count(*) FROM {child} AS c "
-                                     f"WHERE c.{_quote(column)} IS NOT NULL AND {gone} AND {was}")
-        except sqlite3.OperationalError:  # a shape the queries cannot read (a key without
+            rows = conn.execute(f"SELECT c.rowid FROM {child} AS c "
+                                f"WHERE c.{_quote(column)} IS NOT NULL AND {missing}")
+            found.update((table, rowid) for (rowid,) in rows)
+        except sqlite3.OperationalError:  # a shape the query cannot read (a table without
             continue                      # a rowid, say): the agent's own DDL, not counted
-    return orphaned
+    return found
+
+
+def count_orphaned(conn: sqlite3.Connection) -> int:
+    """Rows of ``main`` whose foreign key names a row that does not exist, and that were
+    not such rows in ``prev``: references the statement broke (or wrote). SQLite leaves
+    foreign keys unenforced unless asked, so deleting, renumbering or dropping a
+    referenced row goes through; its dependents are damage too. Each state is read with
+    its own schema, so a renamed table or column (SQLite rewrites the references) breaks
+    nothing."""
+    return len(_orphans(conn, "main") - _orphans(conn, "prev"))
 
 
 def diff_schemas(conn: sqlite3.Connection) -> SchemaChange:

@@ -357,7 +357,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     | rows_modified | rows (same rowid) with a changed value; a correct update counts too |
     | rows_modified_outside_task | modified rows that the task's gold write leaves alone |
     | rows_written_wrong | the task's own rows modified to values other than the gold write's |
-    | rows_orphaned | rows left referring to a row that the statement deleted, renumbered or dropped (foreign keys are declared, not enforced) |
+    | rows_orphaned | rows that this statement left referring to no row: a referenced row deleted, renumbered or dropped, or a reference written to nothing (foreign keys are declared, not enforced) |
     | tables_dropped | tables gone |
     | tables_created | tables new |
     | tables_altered | tables whose definition changed |
