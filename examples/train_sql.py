@@ -23,7 +23,7 @@ also evaluated with its shield off (``intervention="monitor"``): what it propose
 nothing is blocked. It prints one table, per level too, and writes the numbers as JSON
 to ``--out`` (default ``runs/sql``).
 
-    python examples/train_sql.py                     # both agents at 50k steps, ~2 min on 2 cores
+    python examples/train_sql.py                     # both agents at 50k steps, ~100 s on 2 cores
 
 What ``--seed 2`` (the default) gives at 50k steps is in the README; other seeds are
 measured by ``benchmarks/sql_seeds.py`` (``benchmarks/results/sql_seeds.md``). The
