@@ -480,6 +480,10 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         self.render_mode = render_mode
         self.tasks = find_tasks(levels, task)
         self._templates = _by_template(self.tasks)
+        self._named: dict[str, tuple[Task, ...]] = {}  # a task's name or its template's
+        for t in self.tasks:
+            for key in {t.name, t.template}:
+                self._named[key] = (*self._named.get(key, ()), t)
         self._snapshot = build_snapshot(data_seed)
         self._composed: dict[tuple[str, tuple[int, ...]], tuple[str, ActionParts]] = {}
         self._pii = pii_values(data_seed)
@@ -759,13 +763,13 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         name = (options or {}).get("task")
         groups = self._templates
         if name:
-            chosen = [t for t in self.tasks if name in (t.name, t.template)]
+            chosen = self._named.get(name) if isinstance(name, str) else None
             if not chosen:  # was: any level's task, whatever this world's levels
                 find_tasks(TASK_LEVELS, name)  # an unknown name: the error lists the templates
                 levels = sorted({str(t.level) for t in self.tasks})
                 raise ValueError(f"task {name!r} is not one of this world's tasks (levels "
                                  f"{', '.join(levels)}); build the world with its level")
-            groups = _by_template(tuple(chosen))
+            groups = _by_template(chosen)
         template = groups[int(self.np_random.integers(len(groups)))]
         return template[int(self.np_random.integers(len(template)))]
 
