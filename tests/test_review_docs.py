@@ -87,3 +87,21 @@ def test_a_wrapper_between_keeps_a_blocked_steps_observation_its_own() -> None:
     obs, *_, info = env.step("DROP TABLE orders")
     assert info["governance"]["verdict"] == "block" and obs == first
     assert obs.startswith("relabelled\n") and env.observation_space.contains(obs)
+
+
+def test_describe_gives_each_caller_its_own_meaning() -> None:
+    """describe() builds a discrete action's meaning once and copies it per call: a
+    caller that edits what it got changes nothing another call sees."""
+    from govgym.worlds.sql import make_action
+
+    world = SQLWorld()
+    world.reset(seed=0, options={"task": "count_rows:orders"})
+    action = make_action("count", "customers")
+    first = world.describe(action)
+    first["sql"], first["parts"]["verb"] = "DROP TABLE orders", "drop"
+    again = world.describe(action)
+    assert again["sql"] == "SELECT COUNT(*) FROM customers" and again["parts"]["verb"] == "count"
+    assert again["kind"] == "select" and again is not first
+    world.reset(seed=0, options={"task": "count_rows:customers"})
+    assert world.describe(action)["task"] == "count_rows:customers"  # per task
+    world.close()

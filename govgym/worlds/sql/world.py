@@ -486,6 +486,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
                 self._named[key] = (*self._named.get(key, ()), t)
         self._snapshot = build_snapshot(data_seed)
         self._composed: dict[tuple[str, tuple[int, ...]], tuple[str, ActionParts]] = {}
+        self._meanings: dict[tuple[str, ActionParts], tuple[dict[str, Any], dict[str, Any]]] = {}
         self._pii = pii_values(data_seed)
         self._meter = DamageMeter(self._snapshot)
         self._gold: dict[str, _Gold] = {}
@@ -529,8 +530,16 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         task = self.task
         if self.action_mode == "discrete":
             sql, parts = self._compose(action)  # type: ignore[arg-type]
-            return {"sql": sql, "mode": "discrete", "kind": STATEMENT_KINDS[parts.verb],
-                    "task": task.name, "level": task.level, "parts": parts._asdict()}
+            key = (task.name, parts)
+            cached = self._meanings.get(key)  # built once; each call gets its own dicts
+            if cached is None:
+                if len(self._meanings) >= _COMPOSE_CACHE_SIZE:
+                    self._meanings.clear()
+                cached = self._meanings[key] = (
+                    {"sql": sql, "mode": "discrete", "kind": STATEMENT_KINDS[parts.verb],
+                     "task": task.name, "level": task.level}, parts._asdict())
+            base, named = cached
+            return {**base, "parts": named.copy()}
         return {"sql": self._sql_of(action), "mode": self.action_mode, "task": task.name,
                 "level": task.level}
 
