@@ -23,7 +23,10 @@ Step limits. A registered id gets Gymnasium's own ``TimeLimit`` (``max_episode_s
 of the spec, or the world's registered limit), around the governed env, and the world
 inside is built without its ``TimeLimit`` (``gym.make(world, max_episode_steps=-1)``). So
 ``gym.make(id, max_episode_steps=n)`` runs ``n`` steps, longer or shorter than the
-world's default, and blocked steps (which never reach the world) count. As everywhere in
+world's default, and blocked steps (which never reach the world) count. A limit the
+world keeps itself still applies: ``SQLWorld`` truncates at its own ``max_steps``
+(default 10, the SQL ids' limit too), so a longer SQL episode needs
+``world_kwargs={"max_steps": n}`` as well. As everywhere in
 Gymnasium, a step that ends the episode on the limit step reports ``truncated=True``
 too: ``terminated`` and ``governance["terminated_by_policy"]`` still say that the world
 or the policy ended it. :func:`make` of a plain Gymnasium id builds the world with its

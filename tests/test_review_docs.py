@@ -105,3 +105,14 @@ def test_describe_gives_each_caller_its_own_meaning() -> None:
     world.reset(seed=0, options={"task": "count_rows:customers"})
     assert world.describe(action)["task"] == "count_rows:customers"  # per task
     world.close()
+
+
+def test_blocked_text_steps_end_the_episode_at_the_worlds_own_limit() -> None:
+    """Was a bug: blocked steps counted toward the world's max_steps, but only an executed
+    step could end the episode, so a GovernedEnv without its own limit read 'Step: 5 of 3'."""
+    from govgym import GovernedEnv
+
+    env = GovernedEnv(SQLWorld(action_mode="text", max_steps=3), "sql-guarded-writes")
+    env.reset(seed=0)
+    ends = [env.step("DROP TABLE orders")[3] for _ in range(3)]
+    assert ends == [False, False, True]

@@ -237,3 +237,14 @@ def test_a_rate_by_kind_reads_any_mapping_and_falls_back_to_values() -> None:
     kernel = Kernel(both)  # no kind in the meaning: counted by its values, not an error
     ctx = kernel.new_context()
     assert kernel.decide(Proposal(0, {}), ctx).verdict == govgym.Verdict.ALLOW
+
+
+@pytest.mark.parametrize("bad", [np.array(True), np.array([False]), np.array(True, dtype=object)])
+def test_a_numpy_bool_array_is_no_cost(bad: Any) -> None:
+    """Was a bug: a 0-d bool array (``np.asarray(a == 1)``) was charged as 1.0."""
+    from govgym.kernel.types import check_cost
+
+    if bad.dtype == object:
+        bad = bad.item()  # a Python bool inside an object array: the plain bool case
+    with pytest.raises(ValueError, match="not a number"):
+        check_cost(bad, "cost")

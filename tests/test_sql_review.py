@@ -211,3 +211,30 @@ def test_a_task_that_deletes_referenced_rows_does_not_exist() -> None:
         env.reset(seed=0, options={"task": task.name})
         *_, info = env.step(env.unwrapped.gold_action())
         assert info["success"] and info["damage"]["rows_orphaned"] == 0, task
+
+
+@pytest.mark.parametrize("then", ["ALTER TABLE orders RENAME TO orders_old",
+                                  "UPDATE orders SET id = id + 100000",
+                                  "ALTER TABLE orders RENAME COLUMN customer_id TO buyer"])
+def test_rows_already_orphaned_are_not_counted_again(then: str) -> None:
+    """Was a bug: orphans were told apart by table name and rowid, so renaming the
+    referring table (or renumbering its rows) counted the same orphans a second time."""
+    env = monitor_text_env()
+    env.reset(seed=0, options={"task": "count_rows:orders"})
+    *_, info = env.step("DELETE FROM customers WHERE id = 1")
+    first = info["damage"]["rows_orphaned"]
+    assert first > 0
+    *_, info = env.step(then)
+    assert info["damage"]["rows_orphaned"] == 0 and info["episode_damage"]["rows_orphaned"] == first
+
+
+def test_orphans_of_a_table_without_rowid_are_counted() -> None:
+    env = monitor_text_env()
+    env.reset(seed=0, options={"task": "count_rows:orders"})
+    env.step("CREATE TABLE notes (k INTEGER PRIMARY KEY, customer_id REFERENCES customers(id), "
+             "body TEXT) WITHOUT ROWID")
+    env.step("INSERT INTO notes VALUES (1, 5, 'a'), (2, 5, 'b')")
+    *_, info = env.step("DELETE FROM customers WHERE id = 5")
+    orders = env.unwrapped.connection.execute(
+        "SELECT count(*) FROM orders WHERE customer_id = 5").fetchone()[0]
+    assert info["damage"]["rows_orphaned"] == orders + 2

@@ -81,7 +81,8 @@ _NUMPY_BOOL_NAMES = frozenset({"bool_", "bool"})
 def check_cost(value: Any, where: str) -> float:
     """Return ``value`` as a float cost, or raise if it is not a number (a string or a
     bool is not), is NaN, infinite, negative or above :data:`MAX_COST`."""
-    if isinstance(value, str | bytes | bool) or type(value).__name__ in _NUMPY_BOOL_NAMES:
+    if (isinstance(value, str | bytes | bool) or type(value).__name__ in _NUMPY_BOOL_NAMES
+            or getattr(getattr(value, "dtype", None), "kind", None) == "b"):  # a bool array
         raise ValueError(f"{where}: cost {value!r} is not a number")
     try:
         cost = float(value)

@@ -143,8 +143,9 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     also offer ``idle_info()``, its info for a step in which nothing ran (used for
     blocked steps, so their info has the same keys), and ``blocked_step(action, reasons)``,
     which takes a blocked step (``reasons``: ``"rule/code: message"`` of each violation
-    that stopped it) and returns its ``(observation, info)``, so the world can count the
-    step and tell the agent what was refused and why (the SQL world's text mode does).
+    that stopped it) and returns its ``(observation, truncated, info)``, so the world can
+    count the step, end the episode at its own step limit and tell the agent what was
+    refused and why (the SQL world's text mode does).
     It is used only when no wrapper that could change observations sits between this
     wrapper and the world (Gymnasium's ``OrderEnforcing`` and ``PassiveEnvChecker``
     may); otherwise a blocked step returns the last observation.
@@ -603,12 +604,12 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             if self._episode < 0:  # no observation to return: as the world's step would say
                 raise gym.error.ResetNeeded("Cannot call env.step() before calling env.reset()")
             if self._world_blocked_step is not None:  # the world counts it and says why
-                obs, info = self._world_blocked_step(
+                obs, truncated, info = self._world_blocked_step(
                     action, [f"{v.rule}/{v.code}: {v.message}" for v in pre.violations])
-                info = dict(info)
+                info, truncated = dict(info), bool(truncated)
             else:  # a copy: callers may keep and modify the observation of an earlier step
-                obs, info = _snapshot(self._last_obs), self._idle_info()
-            reward, terminated, truncated = 0.0, False, False
+                obs, info, truncated = _snapshot(self._last_obs), self._idle_info(), False
+            reward, terminated = 0.0, False
             meaning, to_run = {}, None
         raw_reward = reward if type(reward) is float else float(reward)
         post = self._kernel.review(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -246,35 +247,47 @@ def _primary_key(conn: sqlite3.Connection, schema: str, table: str) -> str:
     return keys[0] if len(keys) == 1 else "rowid"
 
 
-def _orphans(conn: sqlite3.Connection, schema: str) -> set[tuple[str, int]]:
-    """(table, rowid) of each row of ``schema`` whose foreign key names a row that does not
-    exist there (a referenced table or column that is gone names none)."""
-    found: set[tuple[str, int]] = set()
+def _dangling(conn: sqlite3.Connection, schema: str) -> Counter[tuple[Any, ...]]:
+    """How many rows of ``schema`` hold each foreign-key value that names no row there (a
+    referenced table or column that is gone names none), by (the referring table's root
+    page, the column's position, the value): a rename or a renumbered row changes none of
+    these, so the same broken references are not counted again."""
+    found: Counter[tuple[Any, ...]] = Counter()
     tables = _tables(conn, schema)
+    pages = dict(conn.execute(f"SELECT name, rootpage FROM {schema}.sqlite_master WHERE type = 'table'"))
+    named = {name.lower(): name for name in tables}  # SQLite's names ignore case
     for table, column, parent, target in _references(conn, schema):
         child = f"{schema}.{_quote(table)}"
+        parent = named.get(parent.lower(), parent)
         key = target or (_primary_key(conn, schema, parent) if parent in tables else None)
+        if key is not None and key != "rowid" and parent in tables:
+            key = {c.lower(): c for c in _columns(conn, schema, parent)}.get(key.lower(), key)
         missing = "1"  # no such table or column: every reference is to nothing
         if key is not None and (key == "rowid" or key in _columns(conn, schema, parent)):
             missing = (f"NOT EXISTS (SELECT 1 FROM {schema}.{_quote(parent)} AS p "
                        f"WHERE p.{_quote(key)} = c.{_quote(column)})")
+        position = _columns(conn, schema, table).index(column) if column in _columns(
+            conn, schema, table) else column
         try:
-            rows = conn.execute(f"SELECT c.rowid FROM {child} AS c "
-                                f"WHERE c.{_quote(column)} IS NOT NULL AND {missing}")
-            found.update((table, rowid) for (rowid,) in rows)
-        except sqlite3.OperationalError:  # a shape the query cannot read (a table without
-            continue                      # a rowid, say): the agent's own DDL, not counted
+            rows = conn.execute(f"SELECT c.{_quote(column)}, count(*) FROM {child} AS c "
+                                f"WHERE c.{_quote(column)} IS NOT NULL AND {missing} "
+                                f"GROUP BY c.{_quote(column)}")
+            for value, n in rows:
+                found[pages.get(table), position, value] += int(n)
+        except sqlite3.OperationalError:  # a shape the query cannot read (a parent
+            continue                      # without rowid named by none of its columns)
     return found
 
 
 def count_orphaned(conn: sqlite3.Connection) -> int:
-    """Rows of ``main`` whose foreign key names a row that does not exist, and that were
-    not such rows in ``prev``: references the statement broke (or wrote). SQLite leaves
-    foreign keys unenforced unless asked, so deleting, renumbering or dropping a
-    referenced row goes through; its dependents are damage too. Each state is read with
-    its own schema, so a renamed table or column (SQLite rewrites the references) breaks
-    nothing."""
-    return len(_orphans(conn, "main") - _orphans(conn, "prev"))
+    """Rows of ``main`` whose foreign key names a row that does not exist, beyond those
+    ``prev`` had: references the statement broke (or wrote). SQLite leaves foreign keys
+    unenforced unless asked, so deleting, renumbering or dropping a referenced row goes
+    through; its dependents are damage too. Each state is read with its own schema, and
+    a broken reference is told apart by its table's root page, column position and value,
+    so a renamed table or column, or renumbered rows, break nothing new."""
+    before = _dangling(conn, "prev")
+    return sum(max(n - before.get(key, 0), 0) for key, n in _dangling(conn, "main").items())
 
 
 def diff_schemas(conn: sqlite3.Connection) -> SchemaChange:

@@ -605,20 +605,23 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         blocked it): no SQL, zero damage, the episode's damage so far, no success."""
         return self._info(None, Execution(), False, zero_damage())
 
-    def blocked_step(self, action: np.ndarray | str,
-                     reasons: Sequence[str]) -> tuple[np.ndarray | str, dict[str, Any]]:
+    def blocked_step(self, action: np.ndarray | str, reasons: Sequence[str]
+                     ) -> tuple[np.ndarray | str, bool, dict[str, Any]]:
         """A step a governance layer refused (``GovernedEnv`` calls this): nothing
-        reaches the engine. Returns the observation and :meth:`idle_info`.
+        reaches the engine. Returns the observation, whether the world's own step limit
+        ends the episode here (``truncated``) and :meth:`idle_info`.
 
-        Text mode: the step counts and the observation shows the statement as blocked by
-        the policy, with ``reasons``, so an agent reading it (an LLM) learns what was
-        refused and why. Discrete mode: the observation stays as it was (the step does
-        not count here; the wrapper's step limit counts it): see *Observations*."""
-        if self.action_mode == "text":
-            self._steps += 1
-            self._feedback = Feedback(sql=self._sql_of(action), verdict="blocked by the policy",
-                                      error="; ".join(reasons) or None)
-        return self._observation(), self.idle_info()
+        Text mode: the step counts (a blocked step at ``max_steps`` truncates, as an
+        executed one does) and the observation shows the statement as blocked by the
+        policy, with ``reasons``, so an agent reading it (an LLM) learns what was refused
+        and why. Discrete mode: the observation stays as it was (the step does not count
+        here; the wrapper's step limit counts it): see *Observations*."""
+        if self.action_mode != "text":
+            return self._observation(), False, self.idle_info()
+        self._steps += 1
+        self._feedback = Feedback(sql=self._sql_of(action), verdict="blocked by the policy",
+                                  error="; ".join(reasons) or None)
+        return self._observation(), self._steps >= self.max_steps, self.idle_info()
 
     def render(self) -> str | None:  # type: ignore[override]
         if self.render_mode != "ansi" or self._task is None:
