@@ -172,6 +172,13 @@ def quick_banner(quick: bool) -> str | None:
             "numbers to mean anything.")
 
 
+def publish(out: Path, name: str, data: dict[str, Any], markdown: str) -> None:
+    """:func:`write_results`, then print the markdown and where both files went."""
+    json_path, md_path = write_results(out, name, data, markdown)
+    print(md_path.read_text(encoding="utf-8"))
+    print(f"wrote {json_path.name} and {md_path.name} to {out}")
+
+
 def write_results(out: Path, name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
     """Write ``<name>.json`` and ``<name>.md`` into ``out``; return both paths."""
     out.mkdir(parents=True, exist_ok=True)

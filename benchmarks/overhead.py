@@ -74,10 +74,10 @@ from _common import (
     environment_markdown,
     fmt_ns,
     markdown_table,
+    publish,
     quick_banner,
     rotated,
     stats,
-    write_results,
 )
 
 from govgym import GovernedEnv, load_policy
@@ -528,9 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_time_s": time.perf_counter() - started,
     }
     data["targets"] = verdicts(steps, imports)
-    json_path, md_path = write_results(args.out, "overhead", data, to_markdown(data))
-    print(md_path.read_text(encoding="utf-8"))
-    print(f"wrote {json_path.name} and {md_path.name} to {args.out}")
+    publish(args.out, "overhead", data, to_markdown(data))
     return 0
 
 

@@ -37,12 +37,12 @@ from _common import (
     environment,
     environment_markdown,
     markdown_table,
+    publish,
     quick_banner,
-    write_results,
 )
 
 sys.path.insert(0, str(REPO_ROOT / "examples"))
-import train_sql
+import train_sql  # examples/train_sql.py: the demo's training and evaluation
 
 from govgym.worlds.sql import TASK_LEVELS
 
@@ -152,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                      "met": held == len(rows)}],
         "wall_time_s": time.perf_counter() - started,
     }
-    json_path, md_path = write_results(args.out, "sql_seeds", data, to_markdown(data))
-    print(md_path.read_text(encoding="utf-8"))
-    print(f"wrote {json_path.name} and {md_path.name} to {args.out}")
+    publish(args.out, "sql_seeds", data, to_markdown(data))
     return 0
 
 

@@ -193,9 +193,10 @@ class Budget(Rule):
     def check(self, proposal: Proposal, state: BudgetState) -> Sequence[Violation]:
         if not self._looks_ahead:  # what the world will charge is not known: what it has
             return self._limit_violations(state.spent, "already ") if state.spent else ()
-        step_cost = _spendable(self.action_cost(proposal.action))
+        raw = self.action_cost(proposal.action)
+        step_cost = _spendable(raw)
         if step_cost is None:
-            return self._invalid("action cost", self.action_cost(proposal.action))
+            return self._invalid("action cost", raw)
         return self._limit_violations(state.spent + step_cost)
 
     def admit(self, proposal: Proposal, state: BudgetState) -> None:

@@ -259,15 +259,16 @@ def _dangling(conn: sqlite3.Connection, schema: str) -> Counter[tuple[Any, ...]]
     for table, column, parent, target in _references(conn, schema):
         child = f"{schema}.{_quote(table)}"
         parent = named.get(parent.lower(), parent)
-        key = target or (_primary_key(conn, schema, parent) if parent in tables else None)
-        if key is not None and key != "rowid" and parent in tables:
-            key = {c.lower(): c for c in _columns(conn, schema, parent)}.get(key.lower(), key)
         missing = "1"  # no such table or column: every reference is to nothing
-        if key is not None and (key == "rowid" or key in _columns(conn, schema, parent)):
-            missing = (f"NOT EXISTS (SELECT 1 FROM {schema}.{_quote(parent)} AS p "
-                       f"WHERE p.{_quote(key)} = c.{_quote(column)})")
-        position = _columns(conn, schema, table).index(column) if column in _columns(
-            conn, schema, table) else column
+        if parent in tables:
+            key = target or _primary_key(conn, schema, parent)
+            columns = {c.lower(): c for c in _columns(conn, schema, parent)}
+            key = "rowid" if key == "rowid" else columns.get(key.lower())
+            if key is not None:
+                missing = (f"NOT EXISTS (SELECT 1 FROM {schema}.{_quote(parent)} AS p "
+                           f"WHERE p.{_quote(key)} = c.{_quote(column)})")
+        own = _columns(conn, schema, table)
+        position = own.index(column) if column in own else column
         try:
             rows = conn.execute(f"SELECT c.{_quote(column)}, count(*) FROM {child} AS c "
                                 f"WHERE c.{_quote(column)} IS NOT NULL AND {missing} "

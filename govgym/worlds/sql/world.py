@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -16,7 +16,6 @@ from gymnasium.utils import EzPickle
 from govgym.worlds.sql.actions import (
     ACTION_DIMS,
     STATEMENT_KINDS,
-    ActionParts,
     action_indices,
     compose_sql,
     decode_action,
@@ -67,6 +66,15 @@ _ENGINE_ERRORS = (sqlite3.Error, sqlite3.Warning, ValueError, MemoryError)
 #: Composed discrete actions kept per world (task x action; the whole grammar of one task
 #: is 3,780 actions).
 _COMPOSE_CACHE_SIZE = 1 << 16
+
+
+class _Composed(NamedTuple):
+    """A discrete action composed for a task: its SQL text, the world-level part of its
+    meaning (``describe`` adds a copy of ``parts_dict``), its grammar choices by name."""
+
+    sql: str
+    meaning: dict[str, Any]
+    parts_dict: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -480,13 +488,11 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         self.render_mode = render_mode
         self.tasks = find_tasks(levels, task)
         self._templates = _by_template(self.tasks)
-        self._named: dict[str, tuple[Task, ...]] = {}  # a task's name or its template's
-        for t in self.tasks:
-            for key in {t.name, t.template}:
-                self._named[key] = (*self._named.get(key, ()), t)
+        # what reset(options={"task": name}) draws from: a task's name or its template's
+        self._named = {name: _by_template(tuple(t for t in self.tasks if name in (t.name, t.template)))
+                       for name in {n for t in self.tasks for n in (t.name, t.template)}}
         self._snapshot = build_snapshot(data_seed)
-        self._composed: dict[tuple[str, tuple[int, ...]], tuple[str, ActionParts]] = {}
-        self._meanings: dict[tuple[str, ActionParts], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._composed: dict[tuple[str, tuple[int, ...]], _Composed] = {}
         self._pii = pii_values(data_seed)
         self._meter = DamageMeter(self._snapshot)
         self._gold: dict[str, _Gold] = {}
@@ -529,17 +535,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         """
         task = self.task
         if self.action_mode == "discrete":
-            sql, parts = self._compose(action)  # type: ignore[arg-type]
-            key = (task.name, parts)
-            cached = self._meanings.get(key)  # built once; each call gets its own dicts
-            if cached is None:
-                if len(self._meanings) >= _COMPOSE_CACHE_SIZE:
-                    self._meanings.clear()
-                cached = self._meanings[key] = (
-                    {"sql": sql, "mode": "discrete", "kind": STATEMENT_KINDS[parts.verb],
-                     "task": task.name, "level": task.level}, parts._asdict())
-            base, named = cached
-            return {**base, "parts": named.copy()}
+            composed = self._compose(action)  # type: ignore[arg-type]
+            # built once with the SQL text; each call gets its own dicts
+            return {**composed.meaning, "parts": composed.parts_dict.copy()}
         return {"sql": self._sql_of(action), "mode": self.action_mode, "task": task.name,
                 "level": task.level}
 
@@ -781,7 +779,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
                 levels = sorted({str(t.level) for t in self.tasks})
                 raise ValueError(f"task {name!r} is not one of this world's tasks (levels "
                                  f"{', '.join(levels)}); build the world with its level")
-            groups = _by_template(chosen)
+            groups = chosen
         template = groups[int(self.np_random.integers(len(groups)))]
         return template[int(self.np_random.integers(len(template)))]
 
@@ -790,9 +788,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
             self._gold[task.name] = _compute_gold(self._snapshot, task, self.max_rows)
         return self._gold[task.name]
 
-    def _compose(self, action: np.ndarray) -> tuple[str, ActionParts]:
-        """SQL text and grammar choices of a discrete action, cached per task and action:
-        a governed step asks for them twice (``describe``, then ``step``)."""
+    def _compose(self, action: np.ndarray) -> _Composed:
+        """SQL text, grammar choices and meaning of a discrete action, cached per task and
+        action: a governed step asks for them twice (``describe``, then ``step``)."""
         name = self.task.name
         if type(action) is np.ndarray and action.ndim == 1 and action.dtype.kind in "iu":
             composed = self._composed.get((name, tuple(action.tolist())))
@@ -803,13 +801,16 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         if composed is None:
             if len(self._composed) >= _COMPOSE_CACHE_SIZE:
                 self._composed.clear()
-            composed = (compose_sql(key[1], self.task.values), decode_action(key[1]))
-            self._composed[key] = composed
+            task = self.task
+            sql, parts = compose_sql(key[1], task.values), decode_action(key[1])
+            meaning = {"sql": sql, "mode": "discrete", "kind": STATEMENT_KINDS[parts.verb],
+                       "task": task.name, "level": task.level}
+            composed = self._composed[key] = _Composed(sql, meaning, parts._asdict())
         return composed
 
     def _sql_of(self, action: np.ndarray | str) -> str:
         if self.action_mode == "discrete":
-            return self._compose(action)[0]  # type: ignore[arg-type]
+            return self._compose(action).sql  # type: ignore[arg-type]
         if not isinstance(action, str):
             raise TypeError(f"a text action is an SQL string, got {type(action).__name__}")
         # the text itself: a str subclass's own __eq__ and __hash__ could make it match
