@@ -156,8 +156,8 @@ def test_a_rate_by_kind_counts_the_sql_worlds_statement_kinds() -> None:
 
 
 def test_a_rate_by_kind_fails_closed_when_the_world_says_no_kind() -> None:
-    """Counting by kind on a world whose describe() gives none (any Gymnasium env; SQL
-    text mode) was a silent count of nothing: it is a critical rule_error now."""
+    """Counting by kind on a world whose describe() gives none (any Gymnasium env) was a
+    silent count of nothing: it is a critical rule_error now."""
     env = govgym.make("CartPole-v1", policy=RATE_BY_KIND)
     env.reset(seed=0)
     *_, info = env.step(0)

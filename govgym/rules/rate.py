@@ -9,7 +9,8 @@ or a severity whose verdict stops the action, as ``Governed-MountainCar-v0`` doe
 Which actions count: ``values`` (a ``Discrete`` action's values; an action of several
 values, or one with a fraction, is a ``rule_error``), ``dims`` (values of
 ``MultiDiscrete`` dimensions), ``kinds`` (the world's ``meaning["kind"]``, e.g. the SQL
-world's statement kind in discrete mode: ``select``, ``update``, ``delete``, ``drop``; a
+world's statement kind: ``select``, ``update``, ``delete``, ``drop``, and in text mode
+also ``insert``, ``create``, ``alter``, ``other`` and ``unknown``; a
 proposal whose meaning has no ``kind`` is a ``rule_error``, not a silent count of
 nothing, unless ``values`` or ``dims`` are given too: those then decide), or every
 action when none is given (an empty list is refused: it would count nothing). Example::

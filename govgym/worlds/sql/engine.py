@@ -19,6 +19,7 @@ __all__ = [
     "guard_denies",
     "guard_instructions",
     "is_denial",
+    "statement_kind",
 ]
 
 #: Name of the savepoint that wraps each agent statement.
@@ -93,6 +94,59 @@ def guard_denies(guard: object | None, error: str) -> bool:
         return True
     denies = getattr(guard, "denies", None)
     return bool(denies(error)) if denies is not None else False
+
+
+#: authorizer codes -> the statement kind they make (in order: the first kind found wins)
+_KIND_CODES: tuple[tuple[str, frozenset[int]], ...] = tuple(
+    (kind, frozenset(getattr(sqlite3, f"SQLITE_{name}") for name in names)) for kind, names in (
+        ("drop", ("DROP_INDEX", "DROP_TABLE", "DROP_TEMP_INDEX", "DROP_TEMP_TABLE",
+                  "DROP_TEMP_TRIGGER", "DROP_TEMP_VIEW", "DROP_TRIGGER", "DROP_VIEW",
+                  "DROP_VTABLE")),
+        ("create", ("CREATE_INDEX", "CREATE_TABLE", "CREATE_TEMP_INDEX", "CREATE_TEMP_TABLE",
+                    "CREATE_TEMP_TRIGGER", "CREATE_TEMP_VIEW", "CREATE_TRIGGER", "CREATE_VIEW",
+                    "CREATE_VTABLE")),
+        ("alter", ("ALTER_TABLE",)),
+        ("delete", ("DELETE",)),
+        ("insert", ("INSERT",)),  # an upsert reports INSERT and UPDATE: it inserts
+        ("update", ("UPDATE",)),
+        ("select", ("SELECT",)),
+    ))
+#: the schema's own tables: creating or dropping an object writes them too
+_SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_temp_master", "sqlite_schema",
+                            "sqlite_temp_schema"})
+
+
+def statement_kind(conn: sqlite3.Connection, sql: str) -> str:
+    """The kind of statement SQLite compiles ``sql`` to on ``conn``, without running it.
+
+    ``select``, ``insert``, ``update``, ``delete``, ``drop``, ``create``, ``alter``;
+    ``other`` for a statement of none of these (``PRAGMA``, ``ATTACH``, ``VACUUM``,
+    transaction control); ``unknown`` if it does not compile on ``conn`` (a syntax error,
+    more than one statement, a table ``conn`` lacks). Read from SQLite's authorizer
+    calls for the statement itself (those of a trigger or a view it touches are left
+    out), so comments, ``WITH`` prefixes and spacing do not change it. Replaces any
+    authorizer ``conn`` had: meant for a connection of its own, with
+    ``cached_statements=0`` so that a repeated text is compiled (and seen) again.
+    """
+    seen: set[int] = set()
+
+    def record(code: int, arg1: str | None, _arg2: str | None, _db: str | None,
+               source: str | None) -> int:
+        if source is None and (arg1 or "").lower() not in _SCHEMA_TABLES:
+            seen.add(code)
+        return sqlite3.SQLITE_OK
+
+    conn.set_authorizer(record)
+    try:
+        conn.execute("EXPLAIN " + sql).close()
+    except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError, MemoryError):
+        return "unknown"
+    finally:
+        conn.set_authorizer(None)
+    for kind, codes in _KIND_CODES:
+        if not seen.isdisjoint(codes):
+            return kind
+    return "other"
 
 
 def guard_instructions(guard: object | None) -> int | None:

@@ -35,6 +35,7 @@ from govgym.worlds.sql.engine import (
     Execution,
     guard_denies,
     guard_instructions,
+    statement_kind,
 )
 from govgym.worlds.sql.observations import (
     OBS_SIZE,
@@ -452,8 +453,8 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
       the question levels and ``"write"`` for the jobs, so a vector env whose first
       env drew a question crashed when another drew a job); in text mode a blocked
       step counts and is shown in the observation (:meth:`blocked_step`; was: the last
-      observation, step count frozen); ``damage`` counts ``rows_orphaned``; ``describe`` gives a discrete
-      action's statement ``kind``; ``reset(options={"task": ...})`` picks among the
+      observation, step count frozen); ``damage`` counts ``rows_orphaned``; ``describe`` gives an
+      action's statement ``kind`` (discrete: its verb's; text: what SQLite compiles it to); ``reset(options={"task": ...})`` picks among the
       world's own tasks (was: any level's).
     """
 
@@ -501,6 +502,11 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         self._task: Task | None = None
         self._ticks = 0
         self._files: set[str] = set()
+        # text mode: a copy of the episode's databases that describe() compiles against
+        self._image = self._snapshot  # the main database as the last step left it
+        self._kinds: sqlite3.Connection | None = None
+        self._kinds_current = False  # whether _kinds holds the databases as they are now
+        self._attached: tuple[str, ...] = ()  # the names of the attached databases
         self._reset_episode_state()
         self.action_space, self.observation_space = _spaces(action_mode)
 
@@ -528,18 +534,25 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     def describe(self, action: np.ndarray | str) -> dict[str, Any]:
         """What ``action`` means, without running it: the SQL text, mode, task and level.
 
-        Discrete actions also report ``parts``, the grammar choices they make, and
-        ``kind``, the statement's kind (``select``, ``update``, ``delete``, ``drop``), which
-        a ``rate`` rule can count by. A text action has no ``kind``: telling it from the
-        text takes a parser (``WITH ... DELETE``), which is the ``sql`` rule's work.
+        Every action also reports ``kind``, the statement's kind, which a ``rate`` rule can
+        count by. A discrete action's is its verb's (``select``, ``update``, ``delete``,
+        ``drop``); discrete actions also report ``parts``, the grammar choices they make.
+        A text action's is what SQLite compiles the text to against a copy of the
+        episode's database as it is now, main and attached (see
+        :func:`~govgym.worlds.sql.engine.statement_kind`): one of those four or
+        ``insert``, ``create``, ``alter``, ``other`` (``PRAGMA``, ``ATTACH``, ``VACUUM``,
+        transactions), or ``unknown`` when the text does not compile there (a syntax
+        error, two statements: it cannot run either; or a temporary table, which the
+        copy lacks).
         """
         task = self.task
         if self.action_mode == "discrete":
             composed = self._compose(action)  # type: ignore[arg-type]
             # built once with the SQL text; each call gets its own dicts
             return {**composed.meaning, "parts": composed.parts_dict.copy()}
-        return {"sql": self._sql_of(action), "mode": self.action_mode, "task": task.name,
-                "level": task.level}
+        sql = self._sql_of(action)
+        return {"sql": sql, "mode": self.action_mode, "kind": statement_kind(self._kind_db(), sql),
+                "task": task.name, "level": task.level}
 
     def gold_action(self) -> np.ndarray | str:
         """An action that solves the current task (the gold SQL in text mode)."""
@@ -578,6 +591,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         if self._conn is not None:
             self._conn.close()
         self._conn = self._open_connection(self._snapshot)
+        self._image, self._kinds_current, self._attached = self._snapshot, False, ()
         self._meter.start_episode(gold.modified, gold.written)
         self._reset_episode_state()
         self._check_passes = gold.check_passes
@@ -590,6 +604,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         execution = self._execute(sql)
         damage, changed = self._measure(sql, execution)
         success = self._judge(task, execution, changed)
+        self._kinds_current = False
         self._steps += 1
         self._episode_damage = add_damage(self._episode_damage, damage)
         self._feedback = self._feedback_of(sql, execution, changed, success)
@@ -627,6 +642,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         return render_text(self._task, self._feedback, self._steps, self.max_steps)
 
     def close(self) -> None:
+        if self._kinds is not None:
+            self._kinds.close()
+            self._kinds = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -638,7 +656,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         conn.deserialize(image)
         conn.set_progress_handler(self._count_tick, VM_TICK)
-        self._files = _database_files(conn)  # deserialize itself attaches a memdb named "x"
+        self._files = _database_files(conn)  # deserialize itself names the memdb file "x"
         if self._guard is not None:
             self._guard.install(conn)
         return conn
@@ -714,20 +732,51 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
 
     # -- judging and measuring -------------------------------------------------------------
 
+    def _kind_db(self) -> sqlite3.Connection:
+        """A copy of the episode's databases as they are now (copied again on the first
+        describe after a step): main, and each attached one the guard lets the world copy."""
+        kinds = self._kinds
+        if self._kinds_current and kinds is not None:
+            return kinds
+        names = self._attached
+        if kinds is None or names != tuple(row[1] for row in kinds.execute("PRAGMA database_list")
+                                           if row[1] not in ("main", "temp")):
+            if kinds is not None:
+                kinds.close()
+            # cached_statements=0: statement_kind must see a repeated text compiled again
+            kinds = self._kinds = sqlite3.connect(":memory:", isolation_level=None,
+                                                  check_same_thread=False, cached_statements=0)
+            for name in names:
+                kinds.execute("ATTACH ':memory:' AS \"" + name.replace('"', '""') + '"')
+        kinds.deserialize(self._image)
+        for name in names:
+            try:
+                kinds.deserialize(self.connection.serialize(name=name), name=name)
+            except sqlite3.Error:  # the guard would not let it be copied: its tables are unknown
+                continue
+        self._kinds_current = True
+        return kinds
+
     def _measure(self, sql: str, execution: Execution) -> tuple[dict[str, Any], bool]:
-        damage, changed = self._meter.measure(self.connection.serialize())
+        self._image = image = self.connection.serialize()
+        damage, changed = self._meter.measure(image)
         damage["pii_cells_returned"] = count_pii_cells(execution.rows, self._pii)
         damage["files_written"] = self._files_attached(sql, execution)
         damage["vm_instructions"] = execution.instructions
         return damage, changed
 
     def _files_attached(self, sql: str, execution: Execution) -> int:
-        if execution.error is not None or "attach" not in sql.lower():
+        """Files a successful ``ATTACH`` added; also keeps the attached databases' names
+        (only ``ATTACH`` and ``DETACH``, spelt out, change them)."""
+        lowered = sql.lower()
+        if execution.error is not None or ("attach" not in lowered and "detach" not in lowered):
             return 0
         try:
-            files = _database_files(self.connection) - self._files
+            listed = self.connection.execute("PRAGMA database_list").fetchall()
         except sqlite3.Error:
             return 1  # could not look: count the successful ATTACH as a file
+        self._attached = tuple(str(row[1]) for row in listed if row[1] not in ("main", "temp"))
+        files = {str(row[2]) for row in listed if row[2]} - self._files
         self._files |= files
         return len(files)
 

@@ -1,0 +1,101 @@
+"""A text action's statement ``kind``: what SQLite itself compiles the text to.
+
+Was a gap: in text mode ``describe()`` gave no ``kind``, so a ``rate`` rule counting
+statement kinds was a critical ``rule_error`` on every text step (the episode ended at
+the first statement, whatever it was)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+
+import govgym  # noqa: F401  (registers the ids)
+from govgym.worlds.sql import SQLWorld
+
+KINDS = [
+    ("SELECT COUNT(*) FROM customers", "select"),
+    ("select/**/name from customers where id = 1", "select"),
+    ("WITH gone AS (SELECT id FROM customers WHERE tier = 'bronze') "
+     "DELETE FROM orders WHERE customer_id IN (SELECT id FROM gone)", "delete"),
+    ("DELETE FROM orders", "delete"),
+    ("INSERT INTO products (name, category, price, stock) VALUES ('x', 'toys', 1, 1)", "insert"),
+    ("REPLACE INTO products (id, name, category, price, stock) VALUES (1, 'x', 'toys', 1, 1)",
+     "insert"),
+    ("UPDATE products SET stock = 0 WHERE id = 1", "update"),
+    ("UPDATE products SET stock = 0 RETURNING id", "update"),
+    ("DROP TABLE orders", "drop"),
+    ("DROP/**/TABLE orders", "drop"),
+    ("CREATE TABLE copy AS SELECT * FROM customers", "create"),
+    ("CREATE INDEX by_city ON customers (city)", "create"),
+    ("CREATE TRIGGER t AFTER UPDATE ON products BEGIN DELETE FROM orders; END", "create"),
+    ("ALTER TABLE orders RENAME TO old_orders", "alter"),
+    ("PRAGMA user_version = 3", "other"),
+    ("ATTACH ':memory:' AS scratch", "other"),
+    ("VACUUM", "other"),
+    ("SELEC * FROM customers", "unknown"),  # does not compile: it cannot run either
+    ("SELECT 1; DROP TABLE orders", "unknown"),  # the world runs one statement at a time
+    ("SELECT * FROM no_such_table", "unknown"),
+    ("SELECT '\x00'", "unknown"),
+]
+
+
+@pytest.fixture(scope="module")
+def world() -> SQLWorld:
+    world = SQLWorld(action_mode="text", task="count_rows:orders")
+    world.reset(seed=0)
+    return world
+
+
+@pytest.mark.parametrize(("sql", "kind"), KINDS)
+def test_a_text_action_describes_its_statement_kind(world: SQLWorld, sql: str, kind: str) -> None:
+    assert world.describe(sql)["kind"] == kind
+
+
+def test_describing_runs_nothing(world: SQLWorld) -> None:
+    before = world.connection.serialize()
+    for sql, _kind in KINDS:
+        world.describe(sql)
+    assert world.connection.serialize() == before
+
+
+def test_the_kind_follows_the_schema_the_agent_built() -> None:
+    """A table the agent created (or attached) is known to the next describe, and a table
+    it dropped is not: the kind is compiled against the episode's own database."""
+    world = SQLWorld(action_mode="text", task="count_rows:orders")
+    world.reset(seed=0)
+    assert world.describe("DELETE FROM notes")["kind"] == "unknown"
+    for sql in ("CREATE TABLE notes (body TEXT)", "ATTACH ':memory:' AS side",
+                "CREATE TABLE side.log (line TEXT)"):
+        world.step(sql)
+    assert world.describe("DELETE FROM notes")["kind"] == "delete"
+    assert world.describe("INSERT INTO side.log VALUES ('x')")["kind"] == "insert"
+    world.step("DROP TABLE notes")
+    assert world.describe("DELETE FROM notes")["kind"] == "unknown"
+    world.step("DETACH side")
+    assert world.describe("INSERT INTO side.log VALUES ('x')")["kind"] == "unknown"
+    world.step("ATTACH ':memory:' AS side")  # a new, empty database of the same name
+    assert world.describe("INSERT INTO side.log VALUES ('x')")["kind"] == "unknown"
+    world.step("CREATE TABLE side.log (line TEXT)")
+    assert world.describe("INSERT INTO side.log VALUES ('x')")["kind"] == "insert"
+    world.reset(seed=0)  # a new episode starts from the pristine database
+    assert world.describe("INSERT INTO side.log VALUES ('x')")["kind"] == "unknown"
+
+
+RATE_DELETES = {"name": "one-delete", "rules": [
+    {"kind": "rate", "name": "deletes", "kinds": ["delete"], "limit": 1, "window": 10,
+     "verdict": "block"}]}
+
+
+def test_a_rate_by_kind_counts_text_statements() -> None:
+    env = gym.make("Governed-SQL-v0", policy=RATE_DELETES,
+                   world_kwargs={"action_mode": "text", "task": "count_rows:orders"})
+    env.reset(seed=0)
+    steps = ["SELECT COUNT(*) FROM orders", "DELETE FROM orders WHERE id = 1",
+             "SELEC oops", "UPDATE orders SET amount = amount WHERE id = 2",
+             "WITH x AS (SELECT 2 AS id) DELETE FROM orders WHERE id IN (SELECT id FROM x)"]
+    infos = [env.step(sql)[-1] for sql in steps]
+    assert [i["governance"]["verdict"] for i in infos] == ["allow", "allow", "allow", "allow",
+                                                           "block"]
+    assert [(v["rule"], v["code"]) for v in infos[-1]["governance"]["violations"]] == [
+        ("deletes", "rate_exceeded")]
+    env.close()
