@@ -77,6 +77,15 @@ def test_the_kind_follows_the_schema_the_agent_built() -> None:
     assert world.describe("INSERT INTO side.log VALUES ('x')")["kind"] == "unknown"
     world.step("CREATE TABLE side.log (line TEXT)")
     assert world.describe("INSERT INTO side.log VALUES ('x')")["kind"] == "insert"
+    world.step("CREATE TEMP TABLE scratch (id INTEGER)")
+    world.step("CREATE TEMP VIEW recent AS SELECT * FROM orders WHERE id > 990")
+    # was "unknown" (the copy had no temporary tables): an uncounted DELETE of real rows
+    assert world.describe("DELETE FROM orders WHERE id IN (SELECT id FROM scratch)")["kind"] \
+        == "delete"
+    assert world.describe("SELECT * FROM temp.recent")["kind"] == "select"
+    assert world.describe("DROP TABLE temp.scratch")["kind"] == "drop"
+    world.step("DROP TABLE temp.scratch")
+    assert world.describe("DELETE FROM temp.scratch")["kind"] == "unknown"
     world.reset(seed=0)  # a new episode starts from the pristine database
     assert world.describe("INSERT INTO side.log VALUES ('x')")["kind"] == "unknown"
 

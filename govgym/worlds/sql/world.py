@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -507,6 +508,8 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         self._kinds: sqlite3.Connection | None = None
         self._kinds_current = False  # whether _kinds holds the databases as they are now
         self._attached: tuple[str, ...] = ()  # the names of the attached databases
+        # what the copy was built with: attached names, temporary tables' definitions
+        self._kinds_layout: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
         self._reset_episode_state()
         self.action_space, self.observation_space = _spaces(action_mode)
 
@@ -541,9 +544,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         episode's database as it is now, main and attached (see
         :func:`~govgym.worlds.sql.engine.statement_kind`): one of those four or
         ``insert``, ``create``, ``alter``, ``other`` (``PRAGMA``, ``ATTACH``, ``VACUUM``,
-        transactions), or ``unknown`` when the text does not compile there (a syntax
-        error, two statements: it cannot run either; or a temporary table, which the
-        copy lacks).
+        transactions), or ``unknown`` when the text does not compile there: a syntax
+        error or two statements (it cannot run either), or a table of a database the
+        engine guard does not let the world copy.
         """
         task = self.task
         if self.action_mode == "discrete":
@@ -734,28 +737,49 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
 
     def _kind_db(self) -> sqlite3.Connection:
         """A copy of the episode's databases as they are now (copied again on the first
-        describe after a step): main, and each attached one the guard lets the world copy."""
+        describe after a step): main, each attached one the guard lets the world copy,
+        and the temporary tables' and views' definitions."""
         kinds = self._kinds
         if self._kinds_current and kinds is not None:
             return kinds
-        names = self._attached
-        if kinds is None or names != tuple(row[1] for row in kinds.execute("PRAGMA database_list")
-                                           if row[1] not in ("main", "temp")):
+        layout = (self._attached, self._temp_schema())
+        if kinds is None or layout != self._kinds_layout:  # a new copy: nothing stale stays
             if kinds is not None:
                 kinds.close()
             # cached_statements=0: statement_kind must see a repeated text compiled again
             kinds = self._kinds = sqlite3.connect(":memory:", isolation_level=None,
                                                   check_same_thread=False, cached_statements=0)
-            for name in names:
+            for name in self._attached:
                 kinds.execute("ATTACH ':memory:' AS \"" + name.replace('"', '""') + '"')
+            fresh = True
+        else:
+            fresh = False
         kinds.deserialize(self._image)
-        for name in names:
+        for name in self._attached:
             try:
                 kinds.deserialize(self.connection.serialize(name=name), name=name)
             except sqlite3.Error:  # the guard would not let it be copied: its tables are unknown
                 continue
+        if fresh:  # after the databases: a temporary view may read their tables
+            for statement in layout[1]:
+                with contextlib.suppress(sqlite3.Error):  # e.g. a view of a table not copied
+                    kinds.execute(statement)
+            self._kinds_layout = layout
         self._kinds_current = True
         return kinds
+
+    def _temp_schema(self) -> tuple[str, ...]:
+        """``CREATE TEMP`` statements for the episode's temporary tables and views: what a
+        statement may name. (Their rows, indexes and triggers do not change its kind.)"""
+        try:
+            rows = self.connection.execute(
+                "SELECT sql FROM temp.sqlite_master WHERE type IN ('table', 'view') "
+                "AND sql IS NOT NULL ORDER BY rowid").fetchall()
+        except sqlite3.Error:  # a guard that refuses it: temporary tables read as unknown
+            return ()
+        # SQLite stores them as "CREATE TABLE ..." / "CREATE VIEW ...", without TEMP
+        return tuple("CREATE TEMP " + str(row[0])[len("CREATE "):] for row in rows
+                     if str(row[0]).upper().startswith(("CREATE TABLE ", "CREATE VIEW ")))
 
     def _measure(self, sql: str, execution: Execution) -> tuple[dict[str, Any], bool]:
         self._image = image = self.connection.serialize()
