@@ -6,6 +6,10 @@ the first statement, whatever it was)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import gymnasium as gym
 import pytest
 
@@ -108,3 +112,38 @@ def test_a_rate_by_kind_counts_text_statements() -> None:
     assert [(v["rule"], v["code"]) for v in infos[-1]["governance"]["violations"]] == [
         ("deletes", "rate_exceeded")]
     env.close()
+
+
+def test_table_valued_functions_do_not_crash_the_process() -> None:
+    """Was a crash (SIGSEGV): SQLite 3.40 fails when a connection that compiled a
+    table-valued function has a database deserialized into it and compiles the function
+    again. Both the kind's copy (a statement naming json_each in two episodes, or
+    pragma_table_info twice in one) and the damage meter's mirror (a view over json_each,
+    read after each write) reused their connection that way. Run in a child process, so a
+    crash fails this test instead of killing the test run."""
+    script = textwrap.dedent("""
+        import warnings
+        warnings.simplefilter("ignore")
+        import gymnasium as gym, govgym
+        from govgym.worlds.sql import SQLWorld
+        env = gym.make("Governed-SQL-v0", world_kwargs={"action_mode": "text"})
+        for _ in range(2):
+            env.reset(seed=0, options={"task": "count_rows:customers"})
+            env.step("SELECT value FROM json_each('[1]')")
+        for sql in ["SELECT * FROM pragma_table_info('orders')", "SELECT count(*) FROM customers",
+                    "SELECT * FROM pragma_table_info('orders')"]:
+            env.step(sql)
+        world = SQLWorld(action_mode="text")
+        world.reset(seed=0, options={"task": "cancel_stale_pending:2024-01-01"})
+        for sql in ["ALTER TABLE orders RENAME TO o",
+                    "CREATE VIEW orders AS SELECT o.* FROM o, json_each('[1]')",
+                    "UPDATE o SET status = 'x' WHERE id = 1",
+                    "UPDATE o SET status = 'y' WHERE id = 1",
+                    "DROP VIEW orders", "UPDATE o SET status = 'z' WHERE id = 1"]:
+            *_, info = world.step(sql)
+            assert info["engine"]["error"] is None, (sql, info["engine"])
+        print("survived")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "survived" in done.stdout, (done.returncode, done.stderr[-2000:])

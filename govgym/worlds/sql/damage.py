@@ -330,6 +330,15 @@ def _load(conn: sqlite3.Connection, before: bytes, after: bytes) -> None:
     conn.deserialize(after, name="main")
 
 
+def _has_views(conn: sqlite3.Connection) -> bool:
+    """Whether either state holds a view or a virtual table: only through one can the
+    meter's own reads compile a table-valued function (a CHECK, DEFAULT or generated
+    column cannot hold a query)."""
+    found = "type = 'view' OR sql LIKE 'CREATE VIRTUAL%'"
+    return conn.execute(f"SELECT EXISTS (SELECT 1 FROM main.sqlite_master WHERE {found}) "
+                        f"OR EXISTS (SELECT 1 FROM prev.sqlite_master WHERE {found})").fetchone()[0] == 1
+
+
 def _set_expected(conn: sqlite3.Connection, expected: Mapping[str, frozenset[int]]) -> None:
     conn.execute("DELETE FROM temp.expected")
     conn.executemany("INSERT INTO temp.expected VALUES (?, ?)",
@@ -413,6 +422,7 @@ class DamageMeter:
     def __init__(self, snapshot: bytes) -> None:
         self._snapshot = snapshot
         self._mirror = _open_mirror()
+        self._views = False  # whether the mirror holds a view or a virtual table (see measure)
         self._last = snapshot
         self._expected: Mapping[str, frozenset[int]] = {}
         self._loaded: Mapping[str, frozenset[int]] = {}
@@ -434,11 +444,18 @@ class DamageMeter:
         """
         if _same_content(current, self._last):
             return zero_damage(), False
+        if self._views:
+            # Reading a view may compile a table-valued function (json_each, pragma_*), and
+            # SQLite 3.40 crashes the process when a connection that did has a database
+            # deserialized into it and compiles the function again: a new mirror.
+            self._mirror.close()
+            self._mirror, self._loaded = _open_mirror(), {}
         if self._loaded is not self._expected:
             _set_expected(self._mirror, self._expected)
             self._loaded = self._expected
         _load(self._mirror, self._last, current)
         self._last = current
+        self._views = _has_views(self._mirror)
         record = _record(diff_schemas(self._mirror))
         record["rows_orphaned"] = count_orphaned(self._mirror)
         if self._written and record["rows_modified"]:

@@ -508,8 +508,6 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         self._kinds: sqlite3.Connection | None = None
         self._kinds_current = False  # whether _kinds holds the databases as they are now
         self._attached: tuple[str, ...] = ()  # the names of the attached databases
-        # what the copy was built with: attached names, temporary tables' definitions
-        self._kinds_layout: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
         self._reset_episode_state()
         self.action_space, self.observation_space = _spaces(action_mode)
 
@@ -738,33 +736,30 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     def _kind_db(self) -> sqlite3.Connection:
         """A copy of the episode's databases as they are now (copied again on the first
         describe after a step): main, each attached one the guard lets the world copy,
-        and the temporary tables' and views' definitions."""
+        and the temporary tables' and views' definitions.
+
+        A new connection each time: SQLite 3.40 crashes the process when a connection
+        that compiled a table-valued function (``json_each``, ``pragma_table_info``) has
+        a database deserialized into it and compiles that function again."""
         kinds = self._kinds
         if self._kinds_current and kinds is not None:
             return kinds
-        layout = (self._attached, self._temp_schema())
-        if kinds is None or layout != self._kinds_layout:  # a new copy: nothing stale stays
-            if kinds is not None:
-                kinds.close()
-            # cached_statements=0: statement_kind must see a repeated text compiled again
-            kinds = self._kinds = sqlite3.connect(":memory:", isolation_level=None,
-                                                  check_same_thread=False, cached_statements=0)
-            for name in self._attached:
-                kinds.execute("ATTACH ':memory:' AS \"" + name.replace('"', '""') + '"')
-            fresh = True
-        else:
-            fresh = False
+        if kinds is not None:
+            kinds.close()
+        # cached_statements=0: statement_kind must see a repeated text compiled again
+        kinds = self._kinds = sqlite3.connect(":memory:", isolation_level=None,
+                                              check_same_thread=False, cached_statements=0)
         kinds.deserialize(self._image)
         for name in self._attached:
             try:
-                kinds.deserialize(self.connection.serialize(name=name), name=name)
+                image = self.connection.serialize(name=name)
+                kinds.execute("ATTACH ':memory:' AS \"" + name.replace('"', '""') + '"')
+                kinds.deserialize(image, name=name)
             except sqlite3.Error:  # the guard would not let it be copied: its tables are unknown
                 continue
-        if fresh:  # after the databases: a temporary view may read their tables
-            for statement in layout[1]:
-                with contextlib.suppress(sqlite3.Error):  # e.g. a view of a table not copied
-                    kinds.execute(statement)
-            self._kinds_layout = layout
+        for statement in self._temp_schema():  # after the databases: a view may read them
+            with contextlib.suppress(sqlite3.Error):  # e.g. a view of a table not copied
+                kinds.execute(statement)
         self._kinds_current = True
         return kinds
 
