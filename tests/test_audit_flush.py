@@ -151,3 +151,64 @@ def test_a_log_removed_between_open_and_lock_is_opened_again(
     with Recorder(path, run_id="r") as rec:
         rec.append(0, 0, [1], "allow")
     assert len(calls) == 2 and len(read_audit(path).records) == 1
+
+
+def test_a_forked_child_leaves_the_parents_records_alone(tmp_path: Path) -> None:
+    """Was a bug: a child forked while records were buffered wrote them again when it
+    exited normally (the exit flush), so the parent's log read as tampered. The child now
+    drops its copy of the buffer, and its copy of the recorder refuses to record."""
+    path = tmp_path / "audit.jsonl"
+    script = textwrap.dedent(f"""
+        import os, sys, warnings
+        warnings.simplefilter("ignore")
+        import gymnasium as gym, govgym
+        env = gym.make("Governed-CartPole-v1", audit_path={str(path)!r})
+        env.reset(seed=0)
+        for _ in range(5):
+            env.step(1)  # buffered: flush_every is 1024
+        pid = os.fork()
+        if pid == 0:
+            try:
+                env.step(1)
+            except ValueError as exc:
+                message = str(exc)
+            else:
+                message = "appended"
+            sys.stdout.write(message + "\\n")
+            sys.stdout.flush()
+            sys.exit(0)  # a normal exit runs the exit flush
+        os.waitpid(pid, 0)
+        env.step(1)
+        env.close()
+    """)
+    out = subprocess.run([sys.executable, "-c", script], check=True, timeout=120,
+                         capture_output=True, text=True).stdout
+    assert "forked" in out, out
+    log = read_audit(path)
+    assert log.ok, log.problem
+    assert [r["seq"] for r in log.records] == list(range(6))
+
+
+def test_a_fixed_run_id_with_a_run_template_names_the_run_id(tmp_path: Path) -> None:
+    """Was a misleading error: two envs given run_id="fixed" and audit_path "a-{run}"
+    were told to use audit_path='runs/audit-{run}.jsonl', which they did."""
+    path = str(tmp_path / "a-{run}.jsonl")
+    first = gym.make("Governed-CartPole-v1", audit_path=path, run_id="fixed")
+    try:
+        with pytest.raises(RuntimeError, match=r"run_id='fixed'"):
+            gym.make("Governed-CartPole-v1", audit_path=path, run_id="fixed")
+    finally:
+        first.close()
+
+
+def test_an_unclosed_recorder_that_recorded_nothing_leaves_no_file(tmp_path: Path) -> None:
+    """Was left behind: the empty file of an env that was never closed (a vector env
+    whose second env was refused the same path), as close() already removes."""
+    path = tmp_path / "audit.jsonl"
+    script = textwrap.dedent(f"""
+        import gymnasium as gym, govgym
+        env = gym.make("Governed-CartPole-v1", audit_path={str(path)!r})
+        env.reset(seed=0)
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    assert not path.exists()

@@ -596,13 +596,36 @@ def _open_locked(path: Path) -> tuple[IO[bytes], bool]:
     raise RuntimeError(f"audit log {path} keeps being removed while it is opened")
 
 
-def _finalize(fh: IO[bytes], lines: list[str]) -> None:
+def _finalize(fh: IO[bytes], lines: list[str], path: Path, created: bool) -> None:
     if not fh.closed:
         try:
             if lines:
                 _write(fh, lines)
+            elif created and os.fstat(fh.fileno()).st_size == 0:
+                # a file this recorder created and never wrote to (an env never closed)
+                with contextlib.suppress(OSError):  # removed under the lock, before release
+                    path.unlink()
         finally:  # a failed last write still releases the file and its lock
             fh.close()
+
+
+#: every open recorder of this process, for _forked_child
+_OPEN: weakref.WeakSet[Recorder] = weakref.WeakSet()
+
+
+def _forked_child() -> None:
+    """In a forked child: its copies of the parent's recorders drop the lines they hold
+    (the parent writes them) and record nothing more, so the child's exit flush cannot
+    write the parent's records a second time."""
+    for recorder in list(_OPEN):
+        recorder._lines.clear()  # the finalizer's list too: it writes nothing
+        recorder._closed = True
+        recorder._forked = True
+        recorder._fh.close()  # the child's descriptor; the parent's file and lock stay
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked_child)
 
 
 class Recorder:
@@ -639,10 +662,22 @@ class Recorder:
             raise
         self._first_seq = self._seq
         self._closed = False
+        self._forked = False  # a forked child's copy (see _forked_child)
+        self._pid = os.getpid()
         if self._fh.tell() > 0 and not self._ends_with_newline():
             self._fh.write(b"\n")  # terminate a torn line so the chain resumes on its own line
         self._lines: list[str] = []  # finished lines, not yet written
-        self._finalizer = weakref.finalize(self, _finalize, self._fh, self._lines)
+        self._finalizer = weakref.finalize(self, _finalize, self._fh, self._lines, self.path,
+                                           self._created)
+        _OPEN.add(self)
+
+    def _closed_error(self) -> ValueError:
+        if self._forked:
+            return ValueError(
+                f"recorder for {self.path} belongs to process {self._pid}, which forked this "
+                "one: a forked child does not write to its parent's audit log (open a "
+                "Recorder of its own, on another path)")
+        return ValueError(f"recorder for {self.path} is closed")
 
     def _ends_with_newline(self) -> bool:
         with self.path.open("rb") as fh:
@@ -656,7 +691,7 @@ class Recorder:
         """Serialise, hash and buffer one decision record (``proposal`` should already
         be bounded, see :func:`summarize_action`)."""
         if self._closed:
-            raise ValueError(f"recorder for {self.path} is closed")
+            raise self._closed_error()
         micros = time_ns() // 1000
         seq = self._seq + 1
         try:  # the fast path: cached text for what repeats, checks folded into lookups
@@ -701,7 +736,7 @@ class Recorder:
         """Write the buffered lines to the file: all of them, or none if the write fails
         (the file is cut back and the lines stay buffered for the next flush)."""
         if self._fh.closed:
-            raise ValueError(f"recorder for {self.path} is closed")
+            raise self._closed_error()
         lines = self._lines
         if lines:
             _write(self._fh, lines)
@@ -729,11 +764,8 @@ class Recorder:
         never wrote a record to is removed (the throwaway env ``AsyncVectorEnv`` builds
         to read the spaces leaves no empty log behind)."""
         self._closed = True
-        if (self._created and self._seq == self._first_seq and not self._fh.closed
-                and os.fstat(self._fh.fileno()).st_size == 0):
-            with contextlib.suppress(OSError):  # removed under the lock, before it is released
-                self.path.unlink()
-        self._finalizer()
+        _OPEN.discard(self)
+        self._finalizer()  # writes what is buffered; removes an empty file it created
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError(

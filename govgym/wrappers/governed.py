@@ -184,6 +184,10 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     critical 1.0, capped at ``max_penalty=1.0``, no clean bonus; a ``penalties`` table
     that is given is the whole table (a severity it does not list is not penalised);
     ``Shaping.off()`` turns shaping off.
+    The reward this wrapper returns is the shaped one, so what wrappers around it count
+    (``RecordEpisodeStatistics``, SB3's ``Monitor`` and ``evaluate_policy``) is the
+    shaped return; the world's own reward of a step is ``info["governance"]["raw_reward"]``
+    (:mod:`govgym.integrations.sb3` logs and evaluates both returns).
     A violation whose verdict is ``allow`` costs but is not penalised. A blocked step's
     world reward is 0: in a world that pays a negative reward every step (MountainCar,
     Acrobot), being blocked can then pay better than acting, and an agent may learn to
@@ -236,9 +240,16 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     The audit log is flushed at every episode end this wrapper sees (the world's, the
     policy's, its own step limit), on ``reset``, on ``close``, every ``flush_every``
-    records and at interpreter exit. A ``TimeLimit`` *around* it (a registered id's)
-    truncates after this wrapper returned, so that episode's records are flushed by the
-    next ``reset`` or ``close``.
+    records and when the process exits normally. A ``TimeLimit`` *around* it (a
+    registered id's) truncates after this wrapper returned, so that episode's records
+    are flushed by the next ``reset`` or ``close``. A vector env's worker processes do
+    not exit normally unless the vector env is closed: Gymnasium's ``AsyncVectorEnv``
+    (also when it is garbage-collected) and SB3's ``SubprocVecEnv`` otherwise stop them,
+    and the records since each worker's last flush are lost, so call ``envs.close()``
+    (``flush_every=1`` writes every record at once). A log cut short that way still
+    verifies (no hash chain can show a lost tail): keep ``recorder.last_hash`` to check.
+    A process forked from this one does not write to this log (its copy refuses to
+    record, and drops the records buffered here, which this process writes).
 
     ``audit_path`` writes every decision to a hash-chained JSON Lines log
     (:class:`govgym.audit.Recorder`; the proposal is recorded as ``{"action": ...,
@@ -247,7 +258,10 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ``audit_path="runs/audit-{run}.jsonl"``, where ``{run}`` becomes each env's run id
     (``run_id``, or a random one). For the same reason an env with an ``audit_path``
     cannot be pickled or deep-copied (a ``TypeError`` says so); rebuild it from
-    ``env.spec`` instead. Without one it pickles like any Gymnasium env.
+    ``env.spec`` instead. Without one it pickles like any Gymnasium env. Gymnasium's
+    ``check_env`` rebuilds the env from ``env.spec`` while it is open (its close check),
+    which a fixed path refuses: check an env whose path has ``{run}``, or pass
+    ``skip_close_check=True``.
 
     Example:
         >>> import gymnasium as gym
@@ -335,7 +349,15 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
             run = run_id or uuid.uuid4().hex[:12]
             path = str(audit_path).replace("{run}", run)
-            self.recorder = Recorder(path, run_id=run, flush_every=flush_every)
+            try:
+                self.recorder = Recorder(path, run_id=run, flush_every=flush_every)
+            except RuntimeError as exc:
+                if run_id is None or "{run}" not in str(audit_path) or "already open" not in str(exc):
+                    raise
+                raise RuntimeError(  # was: advice to use {run}, which this path already does
+                    f"audit log {path} is already open by another recorder: every env given "
+                    f"run_id={run_id!r} writes the same file, whatever {{run}} in the path; give "
+                    "each env its own run_id, or leave run_id out for a random one") from None
         try:
             self.kernel = kernel  # attaches the rules; the info templates follow its rules
         except BaseException:
