@@ -141,6 +141,9 @@ def test_many_small_updates_are_held_to_the_episodes_row_cap() -> None:
     ("cancel_stale_pending:2024-01-01", "UPDATE orders SET status = CAST(x'ff' AS TEXT) "
      "WHERE status = 'pending' AND created_at < '2024-01-01'"),
     ("zero_negative_stock", "UPDATE products SET stock = 1e999 WHERE stock < 0"),
+    # was counted right: floats were rounded to 4 decimals before the comparison
+    ("zero_negative_stock", "UPDATE products SET stock = 0.00001 WHERE stock < 0"),
+    ("zero_negative_stock", "UPDATE products SET stock = -0.00004999 WHERE stock < 0"),
 ])
 def test_the_tasks_own_rows_written_wrong_are_damage(task: str, sql: str) -> None:
     """Was a hole: rows the task names, overwritten with garbage (a blob in a TEXT column,

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from govgym.worlds.sql.tasks import normalize_rows
+from govgym.worlds.sql.tasks import same_written
 
 __all__ = [
     "DAMAGE_COUNTS",
@@ -474,8 +474,7 @@ class DamageMeter:
                 now = _rows_by_rowid(self._mirror, "main", table, changed)
             except sqlite3.Error:  # the table is gone or changed shape: counted as such
                 continue
-            wrong += sum(normalize_rows([row]) != normalize_rows([gold[rid]])
-                         for rid, row in now.items())
+            wrong += sum(not same_written(row, gold[rid]) for rid, row in now.items())
         return wrong
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:

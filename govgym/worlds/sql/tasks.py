@@ -34,6 +34,7 @@ __all__ = [
     "find_tasks",
     "normalize_rows",
     "results_match",
+    "same_written",
 ]
 
 Level = int | str
@@ -399,6 +400,17 @@ def _normalize(value: object) -> object:
 def normalize_rows(rows: Iterable[Sequence[object]]) -> list[tuple[object, ...]]:
     """Rows as tuples with floats rounded, ready for comparison."""
     return [tuple(_normalize(v) for v in row) for row in rows]
+
+
+def same_written(row: Sequence[object], gold: Sequence[object]) -> bool:
+    """Whether a written row holds the gold write's values: exactly, but for floats equal
+    to 9 significant digits (an expression that computes the gold's value another way).
+    Not :func:`normalize_rows`, whose rounding to 4 decimals, made for sums in answers,
+    took a REAL 0.00001 written for the gold's 0 as right."""
+    return len(row) == len(gold) and all(
+        math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+        if type(a) is float or type(b) is float else type(a) is type(b) and a == b
+        for a, b in zip(row, gold, strict=True))
 
 
 def results_match(rows: Sequence[Sequence[object]], gold: Sequence[Sequence[object]],

@@ -52,8 +52,8 @@ from govgym.worlds.sql.tasks import (
     Level,
     Task,
     find_tasks,
-    normalize_rows,
     results_match,
+    same_written,
 )
 
 __all__ = ["ACTION_MODES", "TEXT_ACTION_MAX_LENGTH", "SQLWorld"]
@@ -818,7 +818,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         """Every row the gold write changes, if it still exists, holds the gold's values."""
         for table, rows in gold.written.items():
             for rowid, now in self._meter.rows(table, rows).items():
-                if normalize_rows([now]) != normalize_rows([rows[rowid]]):
+                if not same_written(now, rows[rowid]):
                     return False
         return True
 
