@@ -407,10 +407,15 @@ def same_written(row: Sequence[object], gold: Sequence[object]) -> bool:
     to 9 significant digits (an expression that computes the gold's value another way).
     Not :func:`normalize_rows`, whose rounding to 4 decimals, made for sums in answers,
     took a REAL 0.00001 written for the gold's 0 as right."""
-    return len(row) == len(gold) and all(
-        math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
-        if type(a) is float or type(b) is float else type(a) is type(b) and a == b
-        for a, b in zip(row, gold, strict=True))
+    return len(row) == len(gold) and all(map(_same_value, row, gold))
+
+
+def _same_value(a: object, b: object) -> bool:
+    if type(a) is float or type(b) is float:
+        if type(a) in (int, float) and type(b) in (int, float):
+            return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)  # type: ignore[arg-type]
+        return False
+    return type(a) is type(b) and a == b
 
 
 def results_match(rows: Sequence[Sequence[object]], gold: Sequence[Sequence[object]],
