@@ -177,12 +177,13 @@ class TableChange:
 
 
 def _common_differs(conn: sqlite3.Connection, table: str) -> str | None:
-    """SQL that is true when row ``p`` (prev) differs from row ``m`` (main) of ``table``."""
-    after = set(_columns(conn, "main", table))
-    common = [c for c in _columns(conn, "prev", table) if c in after]
-    if not common:
-        return None
-    return " OR ".join(f"p.{_quote(c)} IS NOT m.{_quote(c)}" for c in common)
+    """SQL that is true when row ``p`` (prev) differs from row ``m`` (main) of ``table``:
+    a column both have holds another value, or a column only ``prev`` has (dropped or
+    renamed: no query reads it by its name any more) held one."""
+    after = {c.lower(): c for c in _columns(conn, "main", table)}  # names ignore case
+    tests = [f"p.{_quote(c)} IS NOT m.{_quote(after[c.lower()])}" if c.lower() in after
+             else f"p.{_quote(c)} IS NOT NULL" for c in _columns(conn, "prev", table)]
+    return " OR ".join(tests) if tests else None
 
 
 def _diff_table(conn: sqlite3.Connection, table: str) -> TableChange:

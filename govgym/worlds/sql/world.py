@@ -364,7 +364,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     |---|---|
     | rows_deleted | rows gone, including the rows of dropped tables |
     | rows_inserted | rows added, including the rows of created tables |
-    | rows_modified | rows (same rowid) with a changed value; a correct update counts too |
+    | rows_modified | rows (same rowid) with a changed value, or a value in a column the statement dropped or renamed; a correct update counts too |
     | rows_modified_outside_task | modified rows that the task's gold write leaves alone |
     | rows_written_wrong | the task's own rows modified to values other than the gold write's |
     | rows_orphaned | rows that this statement left referring to no row: a referenced row deleted, renumbered or dropped, or a reference written to nothing (foreign keys are declared, not enforced) |
@@ -454,7 +454,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
       the question levels and ``"write"`` for the jobs, so a vector env whose first
       env drew a question crashed when another drew a job); in text mode a blocked
       step counts and is shown in the observation (:meth:`blocked_step`; was: the last
-      observation, step count frozen); ``damage`` counts ``rows_orphaned``; ``describe`` gives an
+      observation, step count frozen); ``damage`` counts ``rows_orphaned``, and as ``rows_modified`` the values of a dropped or
+      renamed column; a written row is right only with the gold's values (floats to 9
+      digits, were rounded to 4); ``describe`` gives an
       action's statement ``kind`` (discrete: its verb's; text: what SQLite compiles it to); ``reset(options={"task": ...})`` picks among the
       world's own tasks (was: any level's).
     """
