@@ -287,3 +287,24 @@ def test_same_written(row: tuple, gold: tuple, same: bool) -> None:
     from govgym.worlds.sql.tasks import same_written
 
     assert same_written(row, gold) is same
+
+
+@pytest.mark.parametrize("governed", [False, True])
+def test_a_statement_that_leaves_the_schema_unreadable_is_undone(governed: bool) -> None:
+    """Was a crash: with writable_schema on, an UPDATE of sqlite_master that leaves a
+    definition unparseable made env.step raise from the damage meter (the raw world, and
+    Governed-SQL-v0 with intervention="monitor", the README's ungoverned baseline). The
+    world now restores the database as it was before the statement and reports an error."""
+    from govgym.worlds.sql import SQLWorld
+
+    env = (monitor_text_env() if governed else SQLWorld(action_mode="text"))
+    env.reset(seed=0, options={"task": "count_rows:customers"})
+    *_, info = env.step("SELECT count(*) FROM customers")
+    before = info["result_rows"]
+    env.step("PRAGMA writable_schema = ON")
+    *_, info = env.step("UPDATE sqlite_master SET sql = 'CREATE TABLE customers(' "
+                        "WHERE name = 'customers'")
+    assert "unreadable" in info["engine"]["error"]
+    assert not any(info["damage"][key] for key in ("rows_deleted", "rows_modified", "tables_altered"))
+    *_, info = env.step("SELECT count(*) FROM customers")
+    assert info["engine"]["error"] is None and info["result_rows"] == before

@@ -441,7 +441,9 @@ class DamageMeter:
     def measure(self, current: bytes) -> tuple[dict[str, Any], bool]:
         """Damage since the previous call (or the episode start), and whether anything changed.
 
-        After a change, :meth:`query` runs on ``current``.
+        After a change, :meth:`query` runs on ``current``. A ``current`` the mirror cannot
+        read (a definition broken through ``writable_schema``) raises
+        ``sqlite3.DatabaseError`` and leaves the meter at the state before it.
         """
         if _same_content(current, self._last):
             return zero_damage(), False
@@ -454,11 +456,15 @@ class DamageMeter:
         if self._loaded is not self._expected:
             _set_expected(self._mirror, self._expected)
             self._loaded = self._expected
-        _load(self._mirror, self._last, current)
+        try:
+            _load(self._mirror, self._last, current)
+            self._views = _has_views(self._mirror)
+            record = _record(diff_schemas(self._mirror))
+            record["rows_orphaned"] = count_orphaned(self._mirror)
+        except sqlite3.DatabaseError:  # e.g. a schema broken through writable_schema
+            self._views = True  # a new mirror next time: this one holds the broken state
+            raise
         self._last = current
-        self._views = _has_views(self._mirror)
-        record = _record(diff_schemas(self._mirror))
-        record["rows_orphaned"] = count_orphaned(self._mirror)
         if self._written and record["rows_modified"]:
             record["rows_written_wrong"] = self._written_wrong()
         return record, True
