@@ -308,3 +308,40 @@ def test_a_statement_that_leaves_the_schema_unreadable_is_undone(governed: bool)
     assert not any(info["damage"][key] for key in ("rows_deleted", "rows_modified", "tables_altered"))
     *_, info = env.step("SELECT count(*) FROM customers")
     assert info["engine"]["error"] is None and info["result_rows"] == before
+
+
+def test_a_table_of_many_columns_is_measured() -> None:
+    """Was a regression of the undo (found by review): the meter compared rows with one
+    OR per column, past SQLite's expression depth of 1000 for a table of 1,100 columns,
+    and every later write of the episode was undone as "unreadable", the gold one too."""
+    from govgym.worlds.sql import SQLWorld
+
+    world = SQLWorld(action_mode="text")
+    world.reset(seed=0, options={"task": "cancel_stale_pending:2024-01-01"})
+    columns = ", ".join(f"c{i}" for i in range(1100))
+    for sql in (f"CREATE TABLE wide ({columns})", "INSERT INTO wide (c0) VALUES (1)",
+                "UPDATE wide SET c1099 = 2"):
+        *_, info = world.step(sql)
+        assert info["engine"]["error"] is None, info["engine"]
+    assert info["damage"]["rows_modified"] == 1
+    *_, terminated, _truncated, info = world.step(world.gold_action())
+    assert terminated and info["success"]
+
+
+def test_a_meter_failure_that_is_no_broken_schema_is_not_undone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a state whose schema does not parse is undone; any other failure of the meter
+    is a bug to see, not a statement to undo quietly."""
+    import sqlite3
+
+    from govgym.worlds.sql import SQLWorld, damage
+
+    world = SQLWorld(action_mode="text")
+    world.reset(seed=0, options={"task": "count_rows:customers"})
+
+    def broken(conn: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("a failure of the meter's own")
+
+    monkeypatch.setattr(damage, "diff_schemas", broken)
+    with pytest.raises(sqlite3.OperationalError, match="meter's own"):
+        world.step("DELETE FROM orders WHERE id = 1")

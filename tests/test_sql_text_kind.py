@@ -147,3 +147,29 @@ def test_table_valued_functions_do_not_crash_the_process() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and "survived" in done.stdout, (done.returncode, done.stderr[-2000:])
+
+
+@pytest.mark.parametrize(("setup", "sql", "kind"), [
+    # was "unknown" (the copy had no temporary triggers or indexes): the statement runs
+    (["CREATE TEMP VIEW v AS SELECT 1 AS x",
+      "CREATE TEMP TRIGGER tr INSTEAD OF DELETE ON v BEGIN DELETE FROM orders; END"],
+     "DELETE FROM v", "delete"),
+    (["CREATE TEMP TABLE scratch (id INTEGER)", "CREATE INDEX temp.by_id ON scratch (id)"],
+     "SELECT * FROM scratch INDEXED BY by_id", "select"),
+    # was "unknown" (the copy had writable_schema off): an edit of the schema itself
+    (["PRAGMA writable_schema = ON"], "DELETE FROM sqlite_master WHERE name = 'orders'", "alter"),
+    (["PRAGMA writable_schema = ON"], "UPDATE sqlite_master SET sql = sql WHERE name = 'orders'",
+     "alter"),
+    # the statement's own kind, whatever its triggers do (documented)
+    (["CREATE TABLE log (line TEXT)",
+      "CREATE TRIGGER wipe AFTER INSERT ON log BEGIN DELETE FROM orders; END"],
+     "INSERT INTO log VALUES ('x')", "insert"),
+])
+def test_the_kind_of_a_statement_on_what_the_episode_built(setup: list[str], sql: str,
+                                                           kind: str) -> None:
+    world = SQLWorld(action_mode="text", task="count_rows:orders")
+    world.reset(seed=0)
+    for statement in setup:
+        *_, info = world.step(statement)
+        assert info["engine"]["error"] is None, (statement, info["engine"])
+    assert world.describe(sql)["kind"] == kind

@@ -10,7 +10,8 @@ Which actions count: ``values`` (a ``Discrete`` action's values; an action of se
 values, or one with a fraction, is a ``rule_error``), ``dims`` (values of
 ``MultiDiscrete`` dimensions), ``kinds`` (the world's ``meaning["kind"]``, e.g. the SQL
 world's statement kind: ``select``, ``update``, ``delete``, ``drop``, and in text mode
-also ``insert``, ``create``, ``alter``, ``other`` and ``unknown``; a
+also ``insert``, ``create``, ``alter``, ``other`` and ``unknown``: the statement's own
+kind, not the rows its triggers change, so a limit on rows is the ``sql`` rule's; a
 proposal whose meaning has no ``kind`` is a ``rule_error``, not a silent count of
 nothing, unless ``values`` or ``dims`` are given too: those then decide), or every
 action when none is given (an empty list is refused: it would count nothing). Example::

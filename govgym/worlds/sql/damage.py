@@ -29,6 +29,7 @@ __all__ = [
     "diff_schemas",
     "gold_modified_rows",
     "gold_written_rows",
+    "schema_parses",
     "zero_damage",
 ]
 
@@ -183,7 +184,30 @@ def _common_differs(conn: sqlite3.Connection, table: str) -> str | None:
     after = {c.lower(): c for c in _columns(conn, "main", table)}  # names ignore case
     tests = [f"p.{_quote(c)} IS NOT m.{_quote(after[c.lower()])}" if c.lower() in after
              else f"p.{_quote(c)} IS NOT NULL" for c in _columns(conn, "prev", table)]
-    return " OR ".join(tests) if tests else None
+    return _any_of(tests) if tests else None
+
+
+def _any_of(tests: Sequence[str]) -> str:
+    """``tests`` joined by OR as a balanced tree: a chain of one OR per column would pass
+    SQLite's expression depth limit (1,000) for a table of that many columns."""
+    if len(tests) == 1:
+        return tests[0]
+    half = len(tests) // 2
+    return f"({_any_of(tests[:half])} OR {_any_of(tests[half:])})"
+
+
+def schema_parses(image: bytes) -> bool:
+    """Whether SQLite can read the schema of a serialized database (a definition edited
+    through ``writable_schema`` may not parse)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.deserialize(image)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return True
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        conn.close()
 
 
 def _diff_table(conn: sqlite3.Connection, table: str) -> TableChange:

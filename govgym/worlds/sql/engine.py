@@ -37,9 +37,13 @@ _DENIAL_MARKERS = ("not authorized", "interrupted", "is prohibited")
 class EngineGuard(Protocol):
     """What the world expects of an engine guard.
 
-    ``install(conn)`` is called once after every restore (each ``reset``) and once when
-    the guard is set; it may set an authorizer, a progress handler and limits on
-    ``conn``. Optional members, used if present:
+    ``install(conn)`` is called on every new connection: at each ``reset``, when the
+    guard is set (mid-episode too), and when the world undoes a statement that left the
+    database unreadable (``PRAGMA writable_schema``; the new connection holds the state
+    before it, and that statement's ``settled(True)`` was called already). It may set an
+    authorizer, a progress handler and limits on ``conn``. ``SQLEngineGuard`` takes
+    every ``install`` as a new episode, so its row count starts again from 0 (it refuses
+    ``PRAGMA`` outright, so only the first two reach it). Optional members, used if present:
 
     * ``before(sql)`` / ``after()``: called right before and right after the statement
       (``after`` also when it failed), inside the statement's savepoint. A
@@ -111,6 +115,7 @@ _KIND_CODES: tuple[tuple[str, frozenset[int]], ...] = tuple(
         ("update", ("UPDATE",)),
         ("select", ("SELECT",)),
     ))
+_ROW_CHANGES = frozenset({sqlite3.SQLITE_DELETE, sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE})
 #: the schema's own tables: creating or dropping an object writes them too
 _SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_temp_master", "sqlite_schema",
                             "sqlite_temp_schema"})
@@ -119,12 +124,16 @@ _SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_temp_master", "sqlite_schem
 def statement_kind(conn: sqlite3.Connection, sql: str) -> str:
     """The kind of statement SQLite compiles ``sql`` to on ``conn``, without running it.
 
-    ``select``, ``insert``, ``update``, ``delete``, ``drop``, ``create``, ``alter``;
-    ``other`` for a statement of none of these (``PRAGMA``, ``ATTACH``, ``VACUUM``,
-    transaction control); ``unknown`` if it does not compile on ``conn`` (a syntax error,
-    more than one statement, a table ``conn`` lacks). Read from SQLite's authorizer
-    calls for the statement itself (those of a trigger or a view it touches are left
-    out), so comments, ``WITH`` prefixes and spacing do not change it. Replaces any
+    ``select``, ``insert``, ``update``, ``delete``, ``drop``, ``create``, ``alter`` (also
+    a write to ``sqlite_master`` itself, under ``PRAGMA writable_schema``); ``other`` for
+    a statement of none of these (``PRAGMA``, ``ATTACH``, ``VACUUM``, transaction
+    control); ``unknown`` if it does not compile on ``conn`` (a syntax error, more than
+    one statement, a table ``conn`` lacks). Read from SQLite's authorizer calls for the
+    statement itself, so comments, ``WITH`` prefixes and spacing do not change it. It is
+    the statement's own kind: the calls of a trigger it fires or a view it reads are left
+    out, so an ``INSERT`` whose trigger deletes rows is an ``insert``, and rows that an
+    ``OR REPLACE`` conflict removes do not make a ``delete`` (a limit on rows changed is
+    the ``sql`` rule's row caps, not a count of statements). Replaces any
     authorizer ``conn`` had: meant for a connection of its own, with
     ``cached_statements=0`` so that a repeated text is compiled (and seen) again.
     """
@@ -132,9 +141,12 @@ def statement_kind(conn: sqlite3.Connection, sql: str) -> str:
 
     def record(code: int, arg1: str | None, _arg2: str | None, _db: str | None,
                source: str | None) -> int:
-        if source is None and (arg1 or "").lower() not in _SCHEMA_TABLES:
-            seen.add(code)
-        return sqlite3.SQLITE_OK
+        if source is None:
+            if (arg1 or "").lower() not in _SCHEMA_TABLES:
+                seen.add(code)
+            elif code in _ROW_CHANGES:  # an edit of the schema table itself (writable_schema)
+                seen.add(sqlite3.SQLITE_ALTER_TABLE)  # creating or dropping one writes it too,
+        return sqlite3.SQLITE_OK                      # but those kinds come first
 
     conn.set_authorizer(record)
     try:

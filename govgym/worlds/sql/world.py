@@ -27,6 +27,7 @@ from govgym.worlds.sql.damage import (
     copy_damage,
     count_pii_cells,
     gold_written_rows,
+    schema_parses,
     zero_damage,
 )
 from govgym.worlds.sql.engine import (
@@ -552,7 +553,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         ``insert``, ``create``, ``alter``, ``other`` (``PRAGMA``, ``ATTACH``, ``VACUUM``,
         transactions), or ``unknown`` when the text does not compile there: a syntax
         error or two statements (it cannot run either), or a table of a database the
-        engine guard does not let the world copy.
+        engine guard does not let the world copy. It is the statement's own kind: an
+        ``INSERT`` whose trigger deletes rows is an ``insert``, and rows an ``OR REPLACE``
+        conflict removes do not make a ``delete``.
         """
         task = self.task
         if self.action_mode == "discrete":
@@ -613,8 +616,11 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         execution = self._execute(sql)
         try:
             damage, changed = self._measure(sql, execution)
-        except sqlite3.DatabaseError as exc:  # the new state cannot be read (a definition
-            execution = self._restore(exc)    # broken through writable_schema): undone
+        except sqlite3.DatabaseError as exc:
+            if schema_parses(self.connection.serialize()):
+                raise  # the meter's own failure: not the statement's to undo
+            # a definition broken through writable_schema: the state cannot be read
+            execution = self._restore(exc)
             damage, changed = self._measure(sql, execution)
         success = self._judge(task, execution, changed)
         self._kinds_current = False
@@ -772,21 +778,34 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         for statement in self._temp_schema():  # after the databases: a view may read them
             with contextlib.suppress(sqlite3.Error):  # e.g. a view of a table not copied
                 kinds.execute(statement)
+        if self._writable_schema():
+            kinds.execute("PRAGMA writable_schema = ON")
         self._kinds_current = True
         return kinds
 
     def _temp_schema(self) -> tuple[str, ...]:
-        """``CREATE TEMP`` statements for the episode's temporary tables and views: what a
-        statement may name. (Their rows, indexes and triggers do not change its kind.)"""
+        """Statements that rebuild the episode's temporary objects (tables, views,
+        indexes, triggers, virtual tables; no rows), in the order they were made."""
         try:
             rows = self.connection.execute(
-                "SELECT sql FROM temp.sqlite_master WHERE type IN ('table', 'view') "
-                "AND sql IS NOT NULL ORDER BY rowid").fetchall()
-        except sqlite3.Error:  # a guard that refuses it: temporary tables read as unknown
+                "SELECT sql FROM temp.sqlite_master WHERE sql IS NOT NULL ORDER BY rowid").fetchall()
+        except sqlite3.Error:  # a guard that refuses it: temporary objects read as unknown
             return ()
-        # SQLite stores them as "CREATE TABLE ..." / "CREATE VIEW ...", without TEMP
-        return tuple("CREATE TEMP " + str(row[0])[len("CREATE "):] for row in rows
-                     if str(row[0]).upper().startswith(("CREATE TABLE ", "CREATE VIEW ")))
+        # SQLite stores each as "CREATE <TYPE> <name> ...", without TEMP or a schema name
+        statements = []
+        for (sql,) in rows:
+            for stored, temporary in _TEMP_PREFIXES:
+                if str(sql).upper().startswith(stored):
+                    statements.append(temporary + str(sql)[len(stored):])
+                    break
+        return tuple(statements)
+
+    def _writable_schema(self) -> bool:
+        """Whether the episode turned ``PRAGMA writable_schema`` on (the copy follows)."""
+        try:
+            return bool(self.connection.execute("PRAGMA writable_schema").fetchone()[0])
+        except sqlite3.Error:  # a guard that refuses it refuses turning it on as well
+            return False
 
     def _restore(self, exc: sqlite3.DatabaseError) -> Execution:
         """Put the database back as the last step left it: the statement left a state the
@@ -947,6 +966,17 @@ def _by_template(tasks: tuple[Task, ...]) -> tuple[tuple[Task, ...], ...]:
     for task in tasks:
         groups.setdefault(task.template, []).append(task)
     return tuple(tuple(group) for group in groups.values())
+
+
+#: how sqlite_master stores a temporary object's definition -> how to make it again
+_TEMP_PREFIXES = (
+    ("CREATE TABLE ", "CREATE TEMP TABLE "),
+    ("CREATE VIEW ", "CREATE TEMP VIEW "),
+    ("CREATE TRIGGER ", "CREATE TEMP TRIGGER "),
+    ("CREATE INDEX ", "CREATE INDEX temp."),
+    ("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX temp."),
+    ("CREATE VIRTUAL TABLE ", "CREATE VIRTUAL TABLE temp."),
+)
 
 
 def _database_files(conn: sqlite3.Connection) -> set[str]:
