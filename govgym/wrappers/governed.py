@@ -143,11 +143,12 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     also offer ``idle_info()``, its info for a step in which nothing ran (used for
     blocked steps, so their info has the same keys; without it a blocked step's info
     holds governance's keys only: the last step's world info is not repeated, as a
-    per-step value in it, such as a world's own cost, would then count twice), and ``blocked_step(action, reasons)``,
-    which takes a blocked step (``reasons``: ``"rule/code: message"`` of each violation
-    that stopped it) and returns its ``(observation, truncated, info)``, so the world can
-    count the step, end the episode at its own step limit and tell the agent what was
-    refused and why (the SQL world's text mode does).
+    per-step value in it, such as a world's own cost, would then count twice), and
+    ``blocked_step(action, reasons)``, which takes a blocked step (``reasons``:
+    ``"rule/code: message"`` of each violation that stopped it) and returns its
+    ``(observation, truncated, info)``, so the world can count the step, end the episode
+    at its own step limit and tell the agent what was refused and why (the SQL world's
+    text mode does).
     It is used only when no wrapper that could change observations sits between this
     wrapper and the world (Gymnasium's ``OrderEnforcing`` and ``PassiveEnvChecker``
     may); otherwise a blocked step returns the last observation.
