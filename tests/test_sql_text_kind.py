@@ -173,3 +173,94 @@ def test_the_kind_of_a_statement_on_what_the_episode_built(setup: list[str], sql
         *_, info = world.step(statement)
         assert info["engine"]["error"] is None, (statement, info["engine"])
     assert world.describe(sql)["kind"] == kind
+
+
+def _in_a_child(script: str) -> str:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    return done.stdout
+
+
+def test_virtual_tables_neither_change_the_kind_nor_break_the_meter() -> None:
+    """Were found by review: (1) the first use of a virtual table on a connection writes
+    sqlite_master, which bf091e6 read as an edit of the schema, so a DELETE that read an
+    fts5 table was an 'alter'; (2) the meter read virtual tables themselves, and a broken
+    one (content=nosuch, a damaged rtree) made env.step raise. Virtual tables are left to
+    their shadow tables, which hold their rows."""
+    out = _in_a_child("""
+        import warnings
+        warnings.simplefilter("ignore")
+        from govgym.worlds.sql import SQLWorld
+        world = SQLWorld(action_mode="text")
+        world.reset(seed=0, options={"task": "count_rows:orders"})
+        for sql in ["CREATE VIRTUAL TABLE f USING fts5(a)", "INSERT INTO f VALUES ('x')",
+                    "CREATE VIRTUAL TABLE r USING rtree(id, x0, x1)", "INSERT INTO r VALUES (1, 0, 1)"]:
+            *_, info = world.step(sql)
+            assert info["engine"]["error"] is None, (sql, info["engine"])
+        kinds = [world.describe(sql)["kind"] for sql in (
+            "DELETE FROM orders WHERE id NOT IN (SELECT rowid FROM f)", "DELETE FROM f",
+            "SELECT * FROM f", "DELETE FROM orders WHERE id NOT IN (SELECT id FROM r)")]
+        assert kinds == ["delete", "delete", "select", "delete"], kinds
+        for sql in ["CREATE VIRTUAL TABLE q USING fts5(a, content=nosuch)",
+                    "CREATE VIRTUAL TABLE v USING fts5vocab(nosuch, row)",
+                    "UPDATE f_config SET v = 99 WHERE k = 'version'", "DELETE FROM r_node"]:
+            world.step(sql)  # raised from the meter
+        *_, info = world.step("DELETE FROM orders WHERE id <= 10")
+        assert info["damage"]["rows_deleted"] == 10, info["damage"]
+        print("ok")
+    """)
+    assert "ok" in out
+
+
+@pytest.mark.parametrize("edit", [
+    # the schema parses, but the table cannot be read ("database disk image is malformed")
+    "UPDATE sqlite_master SET sql = 'CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id, "
+    "amount, status, created_at) WITHOUT ROWID' WHERE name = 'orders'",
+    # a name no SQL text can spell (invalid UTF-8)
+    "UPDATE sqlite_master SET sql = 'CREATE TABLE orders (id INTEGER PRIMARY KEY, \"' || "
+    "CAST(x'ff' AS TEXT) || '\", amount, status, created_at)' WHERE name = 'orders'",
+])
+def test_a_schema_edit_the_meter_cannot_read_is_undone(edit: str) -> None:
+    """Was a crash of env.step (found by review): only a schema that did not parse was
+    undone. A corrupt table or a name that cannot be written in SQL text are undone too."""
+    out = _in_a_child(f"""
+        import warnings
+        warnings.simplefilter("ignore")
+        from govgym.worlds.sql import SQLWorld
+        world = SQLWorld(action_mode="text")
+        world.reset(seed=0, options={{"task": "count_rows:orders"}})
+        world.step("PRAGMA writable_schema = ON")
+        *_, info = world.step({edit!r})
+        assert "unreadable" in info["engine"]["error"], info["engine"]
+        *_, info = world.step("DELETE FROM orders WHERE id <= 10")
+        assert info["engine"]["error"] is None and info["damage"]["rows_deleted"] == 10, info
+        print("ok")
+    """)
+    assert "ok" in out
+
+
+def test_a_column_named_rowid_hides_no_deleted_rows() -> None:
+    """Was a wrong count (found by review): with a column named rowid, the meter's
+    "rowid" named that column (all NULL), so 990 deleted rows read as 0 deleted and -990
+    inserted. The meter uses whichever of rowid, oid and _rowid_ no column shadows."""
+    from govgym.worlds.sql import SQLWorld
+
+    world = SQLWorld(action_mode="text")
+    world.reset(seed=0, options={"task": "count_rows:orders"})
+    world.step("ALTER TABLE orders ADD COLUMN rowid INTEGER")
+    *_, info = world.step("DELETE FROM orders WHERE id > 10")
+    assert (info["damage"]["rows_deleted"], info["damage"]["rows_inserted"]) == (990, 0)
+    world.step("ALTER TABLE orders ADD COLUMN oid INTEGER")
+    world.step("ALTER TABLE orders ADD COLUMN _rowid_ INTEGER")
+    *_, info = world.step("DELETE FROM orders WHERE id > 5")  # every alias shadowed
+    assert (info["damage"]["rows_deleted"], info["damage"]["rows_inserted"]) == (5, 0)
+
+
+def test_an_empty_attached_database_is_copied_for_the_kind() -> None:
+    """Was "unknown" (found by review): SQLite serializes no empty database, so a table
+    created in a database just attached had no copy to compile against."""
+    world = SQLWorld(action_mode="text", task="count_rows:orders")
+    world.reset(seed=0)
+    world.step("ATTACH ':memory:' AS aux")
+    assert world.describe("CREATE TABLE aux.t (a)")["kind"] == "create"

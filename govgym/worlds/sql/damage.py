@@ -150,13 +150,23 @@ def _quote(name: str) -> str:
 
 
 def _tables(conn: sqlite3.Connection, schema: str) -> dict[str, str]:
+    # not virtual tables: their rows are in their shadow tables, ordinary tables listed
+    # here, and reading one runs its module, which a broken one fails
     query = (f"SELECT name, sql FROM {schema}.sqlite_master "
-             "WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+             "WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+             "AND coalesce(sql, '') NOT LIKE 'CREATE VIRTUAL TABLE%'")
     return {name: sql or "" for name, sql in conn.execute(query)}
 
 
 def _columns(conn: sqlite3.Connection, schema: str, table: str) -> list[str]:
     return [row[1] for row in conn.execute(f"PRAGMA {schema}.table_info({_quote(table)})")]
+
+
+def _rowid_name(conn: sqlite3.Connection, table: str, schemas: Iterable[str]) -> str | None:
+    """A name of ``table``'s rowid that no column of it shadows in any of ``schemas``
+    (a column may be called ``rowid``), or ``None`` if every one is taken."""
+    taken = {c.lower() for schema in schemas for c in _columns(conn, schema, table)}
+    return next((name for name in ("rowid", "oid", "_rowid_") if name not in taken), None)
 
 
 def _count(conn: sqlite3.Connection, sql: str) -> int:
@@ -212,9 +222,12 @@ def schema_parses(image: bytes) -> bool:
 
 def _diff_table(conn: sqlite3.Connection, table: str) -> TableChange:
     prev, main = f"prev.{_quote(table)}", f"main.{_quote(table)}"
+    rowid = _rowid_name(conn, table, ("prev", "main"))
+    if rowid is None:  # columns named rowid, oid and _rowid_: compare whole rows
+        return _diff_rows(conn, prev, main)
     try:
         deleted = _count(conn, f"SELECT count(*) FROM {prev} "
-                               f"WHERE rowid NOT IN (SELECT rowid FROM {main})")
+                               f"WHERE {rowid} NOT IN (SELECT {rowid} FROM {main})")
     except sqlite3.OperationalError:  # a WITHOUT ROWID table: compare whole rows
         return _diff_rows(conn, prev, main)
     kept = _count(conn, f"SELECT count(*) FROM {prev}") - deleted
@@ -224,8 +237,8 @@ def _diff_table(conn: sqlite3.Connection, table: str) -> TableChange:
         return TableChange(deleted, inserted)
     modified, outside = conn.execute(
         "SELECT count(*), coalesce(sum(NOT EXISTS (SELECT 1 FROM temp.expected AS e "
-        "WHERE e.tbl = ? AND e.rid = p.rowid)), 0) "
-        f"FROM {prev} AS p JOIN {main} AS m ON m.rowid = p.rowid WHERE {differs}",
+        f"WHERE e.tbl = ? AND e.rid = p.{rowid})), 0) "
+        f"FROM {prev} AS p JOIN {main} AS m ON m.{rowid} = p.{rowid} WHERE {differs}",
         (table,),
     ).fetchone()
     return TableChange(deleted, inserted, int(modified), int(outside))
@@ -288,7 +301,12 @@ def _dangling(conn: sqlite3.Connection, schema: str) -> Counter[tuple[Any, ...]]
         if parent in tables:
             key = target or _primary_key(conn, schema, parent)
             columns = {c.lower(): c for c in _columns(conn, schema, parent)}
-            key = "rowid" if key == "rowid" else columns.get(key.lower())
+            if key == "rowid":
+                key = _rowid_name(conn, parent, (schema,))
+                if key is None:  # columns shadow every name of the rowid: cannot tell
+                    continue
+            else:
+                key = columns.get(key.lower())
             if key is not None:
                 missing = (f"NOT EXISTS (SELECT 1 FROM {schema}.{_quote(parent)} AS p "
                            f"WHERE p.{_quote(key)} = c.{_quote(column)})")
@@ -317,8 +335,15 @@ def count_orphaned(conn: sqlite3.Connection) -> int:
 
 
 def diff_schemas(conn: sqlite3.Connection) -> SchemaChange:
-    """Everything that differs between the ``prev`` and ``main`` schemas of ``conn``."""
+    """Everything that differs between the ``prev`` and ``main`` schemas of ``conn``.
+
+    Raises ``UnicodeEncodeError`` for a table whose definition (its name, its columns'
+    names) is not valid UTF-8 (only ``writable_schema`` writes one): no SQL text can
+    name it, so the meter could not read it now or at any later step."""
     before, after = _tables(conn, "prev"), _tables(conn, "main")
+    for name, sql in after.items():
+        if name not in before or sql != before[name]:
+            (name + sql).encode()
     change = SchemaChange()
     for table in sorted(before.keys() | after.keys()):
         if table not in after:
@@ -372,10 +397,11 @@ def _set_expected(conn: sqlite3.Connection, expected: Mapping[str, frozenset[int
 
 def _modified_rowids(conn: sqlite3.Connection, table: str) -> frozenset[int]:
     differs = _common_differs(conn, table)
-    if differs is None:
+    rowid = _rowid_name(conn, table, ("prev", "main"))
+    if differs is None or rowid is None:
         return frozenset()
-    query = (f"SELECT p.rowid FROM prev.{_quote(table)} AS p "
-             f"JOIN main.{_quote(table)} AS m ON m.rowid = p.rowid WHERE {differs}")
+    query = (f"SELECT p.{rowid} FROM prev.{_quote(table)} AS p "
+             f"JOIN main.{_quote(table)} AS m ON m.{rowid} = p.{rowid} WHERE {differs}")
     return frozenset(row[0] for row in conn.execute(query))
 
 
@@ -387,8 +413,11 @@ def gold_modified_rows(snapshot: bytes, sql: str) -> dict[str, frozenset[int]]:
 def _rows_by_rowid(conn: sqlite3.Connection, schema: str, table: str,
                    rowids: Iterable[int]) -> dict[int, tuple[Any, ...]]:
     wanted = sorted(rowids)
+    rowid = _rowid_name(conn, table, (schema,))
+    if rowid is None:
+        return {}
     marks = ", ".join("?" for _ in wanted)
-    query = f"SELECT rowid, * FROM {schema}.{_quote(table)} WHERE rowid IN ({marks})"
+    query = f"SELECT {rowid}, * FROM {schema}.{_quote(table)} WHERE {rowid} IN ({marks})"
     return {row[0]: tuple(row[1:]) for row in conn.execute(query, wanted)}
 
 
@@ -466,8 +495,8 @@ class DamageMeter:
         """Damage since the previous call (or the episode start), and whether anything changed.
 
         After a change, :meth:`query` runs on ``current``. A ``current`` the mirror cannot
-        read (a definition broken through ``writable_schema``) raises
-        ``sqlite3.DatabaseError`` and leaves the meter at the state before it.
+        read (a definition broken through ``writable_schema``) raises, and leaves the
+        meter at the state before it.
         """
         if _same_content(current, self._last):
             return zero_damage(), False
@@ -485,7 +514,7 @@ class DamageMeter:
             self._views = _has_views(self._mirror)
             record = _record(diff_schemas(self._mirror))
             record["rows_orphaned"] = count_orphaned(self._mirror)
-        except sqlite3.DatabaseError:  # e.g. a schema broken through writable_schema
+        except Exception:  # e.g. a schema broken through writable_schema
             self._views = True  # a new mirror next time: this one holds the broken state
             raise
         self._last = current

@@ -121,11 +121,12 @@ _SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_temp_master", "sqlite_schem
                             "sqlite_temp_schema"})
 
 
-def statement_kind(conn: sqlite3.Connection, sql: str) -> str:
+def statement_kind(conn: sqlite3.Connection, sql: str, schema_writable: bool = False) -> str:
     """The kind of statement SQLite compiles ``sql`` to on ``conn``, without running it.
 
     ``select``, ``insert``, ``update``, ``delete``, ``drop``, ``create``, ``alter`` (also
-    a write to ``sqlite_master`` itself, under ``PRAGMA writable_schema``); ``other`` for
+    a write to ``sqlite_master`` itself when ``schema_writable``: ``conn`` has
+    ``PRAGMA writable_schema`` on); ``other`` for
     a statement of none of these (``PRAGMA``, ``ATTACH``, ``VACUUM``, transaction
     control); ``unknown`` if it does not compile on ``conn`` (a syntax error, more than
     one statement, a table ``conn`` lacks). Read from SQLite's authorizer calls for the
@@ -144,9 +145,11 @@ def statement_kind(conn: sqlite3.Connection, sql: str) -> str:
         if source is None:
             if (arg1 or "").lower() not in _SCHEMA_TABLES:
                 seen.add(code)
-            elif code in _ROW_CHANGES:  # an edit of the schema table itself (writable_schema)
-                seen.add(sqlite3.SQLITE_ALTER_TABLE)  # creating or dropping one writes it too,
-        return sqlite3.SQLITE_OK                      # but those kinds come first
+            elif schema_writable and code in _ROW_CHANGES:  # an edit of the schema table
+                # itself; creating or dropping an object writes it too, but those kinds
+                # come first (and so does a virtual table's first use on a connection)
+                seen.add(sqlite3.SQLITE_ALTER_TABLE)
+        return sqlite3.SQLITE_OK
 
     conn.set_authorizer(record)
     try:

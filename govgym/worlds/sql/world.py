@@ -378,9 +378,14 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     | by_table | per changed table: deleted, inserted, modified, modified_outside_task |
 
     A statement that leaves a state the meter cannot read (``PRAGMA writable_schema``,
-    then an ``UPDATE sqlite_master`` that breaks a definition) is undone: the world puts
+    then an ``UPDATE sqlite_master`` that breaks a definition: a schema that does not
+    parse, a table SQLite reports as malformed, a name that is not valid UTF-8) is
+    undone: the world puts
     the database back as the step before left it (its temporary tables and attached
     databases are gone then) and reports the statement as an error, with no damage.
+
+    A virtual table (fts5, rtree) is measured by its shadow tables, ordinary tables that
+    hold its rows (an ``INSERT`` into an fts5 table counts the rows it adds to them).
 
     For read tasks every modified row is outside the task. ``pii_cells_returned`` matches
     values, not column names: a cell counts if it equals an email or SSN of the database
@@ -516,6 +521,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         self._image = self._snapshot  # the main database as the last step left it
         self._kinds: sqlite3.Connection | None = None
         self._kinds_current = False  # whether _kinds holds the databases as they are now
+        self._kinds_writable = False  # whether the copy has PRAGMA writable_schema on
         self._attached: tuple[str, ...] = ()  # the names of the attached databases
         self._reset_episode_state()
         self.action_space, self.observation_space = _spaces(action_mode)
@@ -553,7 +559,8 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         ``insert``, ``create``, ``alter``, ``other`` (``PRAGMA``, ``ATTACH``, ``VACUUM``,
         transactions), or ``unknown`` when the text does not compile there: a syntax
         error or two statements (it cannot run either), or a table of a database the
-        engine guard does not let the world copy. It is the statement's own kind: an
+        engine guard does not let the world copy, or of a broken virtual table. It is the
+        statement's own kind: an
         ``INSERT`` whose trigger deletes rows is an ``insert``, and rows an ``OR REPLACE``
         conflict removes do not make a ``delete``.
         """
@@ -563,8 +570,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
             # built once with the SQL text; each call gets its own dicts
             return {**composed.meaning, "parts": composed.parts_dict.copy()}
         sql = self._sql_of(action)
-        return {"sql": sql, "mode": self.action_mode, "kind": statement_kind(self._kind_db(), sql),
-                "task": task.name, "level": task.level}
+        kind = statement_kind(self._kind_db(), sql, self._kinds_writable)
+        return {"sql": sql, "mode": self.action_mode, "kind": kind, "task": task.name,
+                "level": task.level}
 
     def gold_action(self) -> np.ndarray | str:
         """An action that solves the current task (the gold SQL in text mode)."""
@@ -616,10 +624,9 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         execution = self._execute(sql)
         try:
             damage, changed = self._measure(sql, execution)
-        except sqlite3.DatabaseError as exc:
-            if schema_parses(self.connection.serialize()):
+        except (sqlite3.DatabaseError, UnicodeEncodeError) as exc:
+            if not self._unreadable(exc):
                 raise  # the meter's own failure: not the statement's to undo
-            # a definition broken through writable_schema: the state cannot be read
             execution = self._restore(exc)
             damage, changed = self._measure(sql, execution)
         success = self._judge(task, execution, changed)
@@ -769,16 +776,24 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
                                               check_same_thread=False, cached_statements=0)
         kinds.deserialize(self._image)
         for name in self._attached:
-            try:
-                image = self.connection.serialize(name=name)
-                kinds.execute("ATTACH ':memory:' AS \"" + name.replace('"', '""') + '"')
-                kinds.deserialize(image, name=name)
-            except sqlite3.Error:  # the guard would not let it be copied: its tables are unknown
+            kinds.execute(f"ATTACH ':memory:' AS {_identifier(name)}")
+            try:  # SQLite serializes no empty database: the empty one attached is its copy
+                kinds.deserialize(self.connection.serialize(name=name), name=name)
+            except sqlite3.Error:  # or a guard would not let it be copied: tables unknown
                 continue
         for statement in self._temp_schema():  # after the databases: a view may read them
             with contextlib.suppress(sqlite3.Error):  # e.g. a view of a table not copied
                 kinds.execute(statement)
-        if self._writable_schema():
+        # a virtual table's first use on a connection writes sqlite_master: done here,
+        # with no authorizer, so statement_kind sees only the statement's own calls
+        for schema in map(_identifier, ("main", "temp", *self._attached)):
+            with contextlib.suppress(sqlite3.Error):
+                for (name,) in kinds.execute(f"SELECT name FROM {schema}.sqlite_master WHERE "
+                                             "type = 'table' AND sql LIKE 'CREATE VIRTUAL%'").fetchall():
+                    with contextlib.suppress(sqlite3.Error):  # a broken one stays unknown
+                        kinds.execute(f"SELECT * FROM {schema}.{_identifier(name)} LIMIT 0")
+        self._kinds_writable = self._writable_schema()
+        if self._kinds_writable:
             kinds.execute("PRAGMA writable_schema = ON")
         self._kinds_current = True
         return kinds
@@ -807,7 +822,16 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         except sqlite3.Error:  # a guard that refuses it refuses turning it on as well
             return False
 
-    def _restore(self, exc: sqlite3.DatabaseError) -> Execution:
+    def _unreadable(self, exc: Exception) -> bool:
+        """Whether the meter failed because the statement left a state SQLite cannot read
+        (only ``PRAGMA writable_schema`` gets there): a schema that does not parse, a
+        corrupt table (SQLite's "malformed" errors: a ``DatabaseError`` of no narrower
+        kind), or a name that no SQL text can spell (invalid UTF-8)."""
+        if isinstance(exc, UnicodeEncodeError) or type(exc) is sqlite3.DatabaseError:
+            return True
+        return not schema_parses(self.connection.serialize())
+
+    def _restore(self, exc: Exception) -> Execution:
         """Put the database back as the last step left it: the statement left a state the
         meter cannot read (``PRAGMA writable_schema`` and an ``UPDATE sqlite_master``)."""
         self.connection.close()
@@ -966,6 +990,11 @@ def _by_template(tasks: tuple[Task, ...]) -> tuple[tuple[Task, ...], ...]:
     for task in tasks:
         groups.setdefault(task.template, []).append(task)
     return tuple(tuple(group) for group in groups.values())
+
+
+def _identifier(name: str) -> str:
+    """``name`` quoted as an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 #: how sqlite_master stores a temporary object's definition -> how to make it again
