@@ -559,7 +559,7 @@ class SQL(Rule):
         info = outcome.info
         engine = info.get("engine")
         denial = None
-        if isinstance(engine, Mapping):
+        if isinstance(engine, Mapping) and (engine.get("error") or engine.get("denied")):
             error = str(engine.get("error") or "")
             lowered = error.lower()
             if engine.get("denied") or any(m in lowered for m in _DENIAL_MARKERS):
