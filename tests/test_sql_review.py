@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import pickle
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import pytest
@@ -330,8 +331,8 @@ def test_a_table_of_many_columns_is_measured() -> None:
 
 def test_a_meter_failure_that_is_no_broken_schema_is_not_undone(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only a state whose schema does not parse is undone; any other failure of the meter
-    is a bug to see, not a statement to undo quietly."""
+    """Only a state the meter cannot read, though it reads the state before, is undone;
+    a failure of the meter on every state is a bug to see, not statements to undo."""
     import sqlite3
 
     from govgym.worlds.sql import SQLWorld, damage
@@ -345,3 +346,92 @@ def test_a_meter_failure_that_is_no_broken_schema_is_not_undone(
     monkeypatch.setattr(damage, "diff_schemas", broken)
     with pytest.raises(sqlite3.OperationalError, match="meter's own"):
         world.step("DELETE FROM orders WHERE id = 1")
+
+
+def _text_world(task: str = "count_rows:orders") -> Any:
+    from govgym.worlds.sql import SQLWorld
+
+    world = SQLWorld(action_mode="text")
+    world.reset(seed=0, options={"task": task})
+    return world
+
+
+def _steps(world: Any, statements: list[str]) -> dict:
+    for sql in statements:
+        *_, info = world.step(sql)
+    return info
+
+
+def test_a_schema_edit_under_writable_schema_is_measured_with_the_new_schema() -> None:
+    """Was a stale count (found by review): an edit of sqlite_master keeps SQLite's
+    schema cookie, and the meter's reused mirror kept the old schema, so pointing
+    customers at the products table's pages read as no damage."""
+    world = _text_world()
+    customers, products = (world.connection.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                           for t in ("customers", "products"))
+    info = _steps(world, ["UPDATE products SET stock = stock + 1 WHERE id = 1",
+                          "UPDATE products SET stock = stock - 1 WHERE id = 1",
+                          "PRAGMA writable_schema = ON",
+                          "UPDATE sqlite_master SET rootpage = (SELECT rootpage FROM sqlite_master "
+                          "WHERE name = 'products') WHERE name = 'customers'"])
+    by_table = info["damage"]["by_table"]["customers"]
+    assert (by_table["deleted"], by_table["modified"]) == (customers - products, products)
+
+
+def test_a_collation_does_not_hide_changed_values() -> None:
+    """Was a hole (found by review): rows were compared with the earlier state's column
+    collation, so after a definition gained COLLATE NOCASE, upper-casing every status
+    changed 1000 rows with 0 modified."""
+    world = _text_world()
+    info = _steps(world, [
+        "PRAGMA writable_schema = ON",
+        "UPDATE sqlite_master SET sql = replace(sql, 'status TEXT NOT NULL', "
+        "'status TEXT NOT NULL COLLATE NOCASE') WHERE name = 'orders'",
+        "PRAGMA writable_schema = OFF", "CREATE INDEX bump ON products (name)",
+        "UPDATE orders SET status = upper(status)"])
+    assert info["engine"]["error"] is None and info["damage"]["rows_modified"] == 1000
+
+
+def test_a_type_change_of_a_value_is_a_modification() -> None:
+    world = _text_world()
+    info = _steps(world, ["UPDATE orders SET created_at = CAST(created_at AS BLOB) WHERE id <= 3"])
+    assert info["engine"]["error"] is None and info["damage"]["rows_modified"] == 3
+
+
+def test_an_unknown_collation_in_a_definition_is_no_crash() -> None:
+    """Was a crash of env.step (found by review): a definition naming a collation that
+    does not exist parses, but the meter could not compare the column."""
+    world = _text_world()
+    info = _steps(world, [
+        "PRAGMA writable_schema = ON",
+        "UPDATE sqlite_master SET sql = replace(sql, 'status TEXT NOT NULL', "
+        "'status TEXT NOT NULL COLLATE nosuch') WHERE name = 'orders'",
+        "CREATE TABLE z (x)", "UPDATE orders SET amount = amount + 1 WHERE id <= 2"])
+    assert info["damage"]["rows_modified"] == 2 or "unreadable" in (info["engine"]["error"] or "")
+
+
+def test_shadowing_every_rowid_name_does_not_make_a_wrong_write_right() -> None:
+    """Was a wrong success (found by review): with columns rowid, oid and _rowid_ the
+    meter could not find the task's rows, so writing 'garbage' passed as the gold write.
+    The INTEGER PRIMARY KEY, which is the rowid, names them now."""
+    world = _text_world("cancel_stale_pending:2024-01-01")
+    stale = world.connection.execute("SELECT count(*) FROM orders WHERE status = 'pending' "
+                                      "AND created_at < '2024-01-01'").fetchone()[0]
+    info = _steps(world, ["ALTER TABLE orders ADD COLUMN rowid", "ALTER TABLE orders ADD COLUMN oid",
+                          "ALTER TABLE orders ADD COLUMN _rowid_"])
+    assert (info["damage"]["rows_deleted"], info["damage"]["rows_inserted"]) == (0, 0)
+    *_, terminated, _truncated, info = world.step(
+        "UPDATE orders SET status = 'garbage' WHERE status = 'pending' AND created_at < '2024-01-01'")
+    assert not info["success"] and info["damage"]["rows_written_wrong"] == stale
+
+
+def test_a_write_whose_rows_cannot_be_found_is_no_success() -> None:
+    """Without an INTEGER PRIMARY KEY and with every name of the rowid taken by a column,
+    the task's rows cannot be found: the write check fails closed."""
+    world = _text_world("retire_tier:bronze")
+    info = _steps(world, [
+        "CREATE TABLE c2 AS SELECT * FROM customers", "DROP TABLE customers",
+        "ALTER TABLE c2 RENAME TO customers", "ALTER TABLE customers ADD COLUMN rowid",
+        "ALTER TABLE customers ADD COLUMN oid", "ALTER TABLE customers ADD COLUMN _rowid_",
+        "UPDATE customers SET tier = 'silver' WHERE tier = 'bronze'"])
+    assert info["engine"]["error"] is None and not info["success"]

@@ -29,7 +29,7 @@ __all__ = [
     "diff_schemas",
     "gold_modified_rows",
     "gold_written_rows",
-    "schema_parses",
+    "readable",
     "zero_damage",
 ]
 
@@ -149,6 +149,10 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _unquote(quoted: str) -> str:
+    return quoted[1:-1].replace('""', '"')
+
+
 def _tables(conn: sqlite3.Connection, schema: str) -> dict[str, str]:
     # not virtual tables: their rows are in their shadow tables, ordinary tables listed
     # here, and reading one runs its module, which a broken one fails
@@ -166,7 +170,18 @@ def _rowid_name(conn: sqlite3.Connection, table: str, schemas: Iterable[str]) ->
     """A name of ``table``'s rowid that no column of it shadows in any of ``schemas``
     (a column may be called ``rowid``), or ``None`` if every one is taken."""
     taken = {c.lower() for schema in schemas for c in _columns(conn, schema, table)}
-    return next((name for name in ("rowid", "oid", "_rowid_") if name not in taken), None)
+    free = next((name for name in ("rowid", "oid", "_rowid_") if name not in taken), None)
+    if free is not None:
+        return free
+    # all three taken: an INTEGER PRIMARY KEY column is the rowid under its own name
+    keys = {tuple((row[1], str(row[2]).upper()) for row in
+                  conn.execute(f"PRAGMA {schema}.table_info({_quote(table)})") if row[5])
+            for schema in schemas}
+    if len(keys) == 1:
+        (key,) = keys
+        if len(key) == 1 and key[0][1] == "INTEGER":
+            return _quote(key[0][0])
+    return None
 
 
 def _count(conn: sqlite3.Connection, sql: str) -> int:
@@ -192,9 +207,15 @@ def _common_differs(conn: sqlite3.Connection, table: str) -> str | None:
     a column both have holds another value, or a column only ``prev`` has (dropped or
     renamed: no query reads it by its name any more) held one."""
     after = {c.lower(): c for c in _columns(conn, "main", table)}  # names ignore case
-    tests = [f"p.{_quote(c)} IS NOT m.{_quote(after[c.lower()])}" if c.lower() in after
+    tests = [_differs(f"p.{_quote(c)}", f"m.{_quote(after[c.lower()])}") if c.lower() in after
              else f"p.{_quote(c)} IS NOT NULL" for c in _columns(conn, "prev", table)]
     return _any_of(tests) if tests else None
+
+
+def _differs(before: str, after: str) -> str:
+    """SQL true when two values differ at all: by their bytes (a column's collation,
+    NOCASE or RTRIM, would call 'a' and 'A' equal) or by their type ('5' and 5)."""
+    return f"({before} IS NOT {after} COLLATE BINARY OR typeof({before}) <> typeof({after}))"
 
 
 def _any_of(tests: Sequence[str]) -> str:
@@ -206,15 +227,18 @@ def _any_of(tests: Sequence[str]) -> str:
     return f"({_any_of(tests[:half])} OR {_any_of(tests[half:])})"
 
 
-def schema_parses(image: bytes) -> bool:
-    """Whether SQLite can read the schema of a serialized database (a definition edited
-    through ``writable_schema`` may not parse)."""
-    conn = sqlite3.connect(":memory:")
+def readable(image: bytes) -> bool:
+    """Whether the meter can read a serialized database: what it does to measure a step,
+    done to the state against itself in a new mirror. A definition edited through
+    ``writable_schema`` may not parse, name a collation that does not exist, make a table
+    read as malformed, or hold a name that is not valid UTF-8."""
+    conn = _open_mirror()
     try:
-        conn.deserialize(image)
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        _load(conn, image, image)
+        diff_schemas(conn)
+        count_orphaned(conn)
         return True
-    except sqlite3.DatabaseError:
+    except (sqlite3.DatabaseError, UnicodeEncodeError):
         return False
     finally:
         conn.close()
@@ -245,11 +269,15 @@ def _diff_table(conn: sqlite3.Connection, table: str) -> TableChange:
 
 
 def _diff_rows(conn: sqlite3.Connection, prev: str, main: str) -> TableChange:
+    table = prev.split(".", 1)[1]
+    columns = _columns(conn, "prev", _unquote(table))
+    # by bytes: EXCEPT compares with the columns' own collations (NOCASE: 'a' = 'A')
+    picked = ", ".join(f"{_quote(c)} COLLATE BINARY" for c in columns) or "*"
     try:
-        gone = _count(conn, f"SELECT count(*) FROM (SELECT * FROM {prev} EXCEPT "
-                            f"SELECT * FROM {main})")
-        new = _count(conn, f"SELECT count(*) FROM (SELECT * FROM {main} EXCEPT "
-                           f"SELECT * FROM {prev})")
+        gone = _count(conn, f"SELECT count(*) FROM (SELECT {picked} FROM {prev} EXCEPT "
+                            f"SELECT {picked} FROM {main})")
+        new = _count(conn, f"SELECT count(*) FROM (SELECT {picked} FROM {main} EXCEPT "
+                           f"SELECT {picked} FROM {prev})")
     except sqlite3.OperationalError:  # the columns changed too
         gone = _count(conn, f"SELECT count(*) FROM {prev}")
         new = _count(conn, f"SELECT count(*) FROM {main}")
@@ -414,8 +442,8 @@ def _rows_by_rowid(conn: sqlite3.Connection, schema: str, table: str,
                    rowids: Iterable[int]) -> dict[int, tuple[Any, ...]]:
     wanted = sorted(rowids)
     rowid = _rowid_name(conn, table, (schema,))
-    if rowid is None:
-        return {}
+    if rowid is None:  # the caller cannot tell which rows these are: it fails closed
+        raise sqlite3.OperationalError(f"no column of {table} names its rowid")
     marks = ", ".join("?" for _ in wanted)
     query = f"SELECT {rowid}, * FROM {schema}.{_quote(table)} WHERE {rowid} IN ({marks})"
     return {row[0]: tuple(row[1:]) for row in conn.execute(query, wanted)}
@@ -477,6 +505,7 @@ class DamageMeter:
         self._snapshot = snapshot
         self._mirror = _open_mirror()
         self._views = False  # whether the mirror holds a view or a virtual table (see measure)
+        self._schema_edited = False  # see schema_edited
         self._last = snapshot
         self._expected: Mapping[str, frozenset[int]] = {}
         self._loaded: Mapping[str, frozenset[int]] = {}
@@ -490,6 +519,13 @@ class DamageMeter:
         self._last = self._snapshot
         self._expected = expected
         self._written = written or {}
+        self._schema_edited = False
+
+    def schema_edited(self) -> None:
+        """The episode may edit ``sqlite_master`` directly (``PRAGMA writable_schema``):
+        such an edit keeps SQLite's schema cookie, and a reused mirror would keep the old
+        schema, so from now on until the episode ends each measure has a new mirror."""
+        self._schema_edited = True
 
     def measure(self, current: bytes) -> tuple[dict[str, Any], bool]:
         """Damage since the previous call (or the episode start), and whether anything changed.
@@ -500,7 +536,7 @@ class DamageMeter:
         """
         if _same_content(current, self._last):
             return zero_damage(), False
-        if self._views:
+        if self._views or self._schema_edited:
             # Reading a view may compile a table-valued function (json_each, pragma_*), and
             # SQLite 3.40 crashes the process when a connection that did has a database
             # deserialized into it and compiles the function again: a new mirror.
@@ -542,7 +578,9 @@ class DamageMeter:
         return self._mirror.execute(sql).fetchall()
 
     def rows(self, table: str, rowids: Iterable[int]) -> dict[int, tuple[Any, ...]]:
-        """Rows of ``table`` by rowid (those that still exist), in the state :meth:`query` sees."""
+        """Rows of ``table`` by rowid (those that still exist), in the state :meth:`query` sees.
+        Raises ``sqlite3.OperationalError`` when columns named rowid, oid and _rowid_ hide
+        its rowid and no INTEGER PRIMARY KEY names it."""
         return _rows_by_rowid(self._mirror, "main", table, rowids)
 
     def close(self) -> None:

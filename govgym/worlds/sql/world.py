@@ -27,7 +27,7 @@ from govgym.worlds.sql.damage import (
     copy_damage,
     count_pii_cells,
     gold_written_rows,
-    schema_parses,
+    readable,
     zero_damage,
 )
 from govgym.worlds.sql.engine import (
@@ -365,7 +365,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     |---|---|
     | rows_deleted | rows gone, including the rows of dropped tables |
     | rows_inserted | rows added, including the rows of created tables |
-    | rows_modified | rows (same rowid) with a changed value, or a value in a column the statement dropped or renamed; a correct update counts too |
+    | rows_modified | rows (same rowid) with a changed value (by bytes and type: a column's collation does not hide one), or a value in a column the statement dropped or renamed; a correct update counts too |
     | rows_modified_outside_task | modified rows that the task's gold write leaves alone |
     | rows_written_wrong | the task's own rows modified to values other than the gold write's |
     | rows_orphaned | rows that this statement left referring to no row: a referenced row deleted, renumbered or dropped, or a reference written to nothing (foreign keys are declared, not enforced) |
@@ -379,7 +379,8 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
 
     A statement that leaves a state the meter cannot read (``PRAGMA writable_schema``,
     then an ``UPDATE sqlite_master`` that breaks a definition: a schema that does not
-    parse, a table SQLite reports as malformed, a name that is not valid UTF-8) is
+    parse, a collation that does not exist, a table SQLite reports as malformed, a name
+    that is not valid UTF-8; :func:`~govgym.worlds.sql.damage.readable` tries) is
     undone: the world puts
     the database back as the step before left it (its temporary tables and attached
     databases are gone then) and reports the statement as an error, with no damage.
@@ -622,6 +623,8 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         task = self.task
         sql = self._sql_of(action)
         execution = self._execute(sql)
+        if execution.error is None and "writable_schema" in sql.lower():
+            self._meter.schema_edited()
         try:
             damage, changed = self._measure(sql, execution)
         except (sqlite3.DatabaseError, UnicodeEncodeError) as exc:
@@ -823,13 +826,11 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
             return False
 
     def _unreadable(self, exc: Exception) -> bool:
-        """Whether the meter failed because the statement left a state SQLite cannot read
-        (only ``PRAGMA writable_schema`` gets there): a schema that does not parse, a
-        corrupt table (SQLite's "malformed" errors: a ``DatabaseError`` of no narrower
-        kind), or a name that no SQL text can spell (invalid UTF-8)."""
-        if isinstance(exc, UnicodeEncodeError) or type(exc) is sqlite3.DatabaseError:
-            return True
-        return not schema_parses(self.connection.serialize())
+        """Whether the meter failed because the statement left a state it cannot read
+        at all (only ``PRAGMA writable_schema`` gets there; see
+        :func:`~govgym.worlds.sql.damage.readable`), not for a fault of its own: one
+        that fails on the state before the statement as well."""
+        return not readable(self.connection.serialize()) and readable(self._image)
 
     def _restore(self, exc: Exception) -> Execution:
         """Put the database back as the last step left it: the statement left a state the
