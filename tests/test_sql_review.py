@@ -435,3 +435,42 @@ def test_a_write_whose_rows_cannot_be_found_is_no_success() -> None:
         "ALTER TABLE customers ADD COLUMN oid", "ALTER TABLE customers ADD COLUMN _rowid_",
         "UPDATE customers SET tier = 'silver' WHERE tier = 'bronze'"])
     assert info["engine"]["error"] is None and not info["success"]
+
+
+def test_writable_schema_turned_on_by_a_failed_text_is_still_seen() -> None:
+    """Was the stale mirror again (found by review): "PRAGMA writable_schema=ON; SELECT 1"
+    fails (two statements) after running the pragma, which no rollback undoes."""
+    world = _text_world()
+    customers, products = (world.connection.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                           for t in ("customers", "products"))
+    info = _steps(world, ["UPDATE products SET stock = stock + 1 WHERE id = 1",
+                          "UPDATE products SET stock = stock - 1 WHERE id = 1",
+                          "PRAGMA writable_schema=ON; SELECT 1",
+                          "UPDATE sqlite_master SET rootpage = (SELECT rootpage FROM sqlite_master "
+                          "WHERE name = 'products') WHERE name = 'customers'"])
+    by_table = info["damage"]["by_table"]["customers"]
+    assert (by_table["deleted"], by_table["modified"]) == (customers - products, products)
+
+
+def test_invalid_utf8_outside_the_names_is_measured() -> None:
+    """Was a crash of env.step (found by review): a definition holding invalid UTF-8 in a
+    comment failed the meter's name check, though no SQL text needs to spell it."""
+    world = _text_world()
+    info = _steps(world, ["PRAGMA writable_schema = ON",
+                          "UPDATE sqlite_master SET sql = sql || ' /*' || CAST(x'ff' AS TEXT) || '*/' "
+                          "WHERE name = 'orders'",
+                          "UPDATE orders SET amount = 0 WHERE id <= 2"])
+    assert info["engine"]["error"] is None and info["damage"]["rows_modified"] == 2
+
+
+def test_integer_primary_key_desc_is_no_rowid() -> None:
+    """``INTEGER PRIMARY KEY DESC`` is an ordinary key with an index, not the rowid."""
+    import sqlite3
+
+    from govgym.worlds.sql.damage import _rowid_name
+
+    conn = sqlite3.connect(":memory:")
+    for table, key in (("a", "id INTEGER PRIMARY KEY"), ("d", "id INTEGER PRIMARY KEY DESC"),
+                       ("i", "id INT PRIMARY KEY")):
+        conn.execute(f"CREATE TABLE {table} ({key}, rowid, oid, _rowid_)")
+    assert [_rowid_name(conn, t, ("main",)) for t in "adi"] == ['"id"', None, None]

@@ -179,7 +179,10 @@ def _rowid_name(conn: sqlite3.Connection, table: str, schemas: Iterable[str]) ->
             for schema in schemas}
     if len(keys) == 1:
         (key,) = keys
-        if len(key) == 1 and key[0][1] == "INTEGER":
+        # INTEGER PRIMARY KEY DESC is an ordinary key, with an index of its own
+        if len(key) == 1 and key[0][1] == "INTEGER" and not any(
+                row[3] == "pk" for schema in schemas
+                for row in conn.execute(f"PRAGMA {schema}.index_list({_quote(table)})")):
             return _quote(key[0][0])
     return None
 
@@ -365,13 +368,14 @@ def count_orphaned(conn: sqlite3.Connection) -> int:
 def diff_schemas(conn: sqlite3.Connection) -> SchemaChange:
     """Everything that differs between the ``prev`` and ``main`` schemas of ``conn``.
 
-    Raises ``UnicodeEncodeError`` for a table whose definition (its name, its columns'
-    names) is not valid UTF-8 (only ``writable_schema`` writes one): no SQL text can
-    name it, so the meter could not read it now or at any later step."""
+    Raises ``UnicodeEncodeError`` for a table whose name or a column's name is not valid
+    UTF-8 (only ``writable_schema`` writes one): no SQL text can name it, so the meter
+    could not read it now or at any later step."""
     before, after = _tables(conn, "prev"), _tables(conn, "main")
     for name, sql in after.items():
         if name not in before or sql != before[name]:
-            (name + sql).encode()
+            for part in (name, *_columns(conn, "main", name)):
+                part.encode()
     change = SchemaChange()
     for table in sorted(before.keys() | after.keys()):
         if table not in after:

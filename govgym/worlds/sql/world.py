@@ -623,8 +623,8 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         task = self.task
         sql = self._sql_of(action)
         execution = self._execute(sql)
-        if execution.error is None and "writable_schema" in sql.lower():
-            self._meter.schema_edited()
+        if "writable_schema" in sql.lower():  # failed or not: a failed text of two
+            self._meter.schema_edited()       # statements may have run the PRAGMA
         try:
             damage, changed = self._measure(sql, execution)
         except (sqlite3.DatabaseError, UnicodeEncodeError) as exc:
