@@ -474,3 +474,32 @@ def test_integer_primary_key_desc_is_no_rowid() -> None:
                        ("i", "id INT PRIMARY KEY")):
         conn.execute(f"CREATE TABLE {table} ({key}, rowid, oid, _rowid_)")
     assert [_rowid_name(conn, t, ("main",)) for t in "adi"] == ['"id"', None, None]
+
+
+def test_a_value_whose_type_changed_with_its_columns_type_is_modified() -> None:
+    """A declared type rewritten (writable_schema: orders.amount from REAL to TEXT): the
+    amounts with a whole value, which SQLite stores as integers and a REAL column reads
+    as 12.0, now read as 12: a changed value, which the column's affinity would compare
+    equal, so the type is compared too when a column's declared type changed."""
+    world = _text_world()
+    whole = world.connection.execute(
+        "SELECT count(*) FROM orders WHERE amount = CAST(amount AS INTEGER)").fetchone()[0]
+    assert whole > 0
+    info = _steps(world, [
+        "PRAGMA writable_schema = ON",
+        "UPDATE sqlite_master SET sql = replace(sql, 'amount REAL', 'amount TEXT') "
+        "WHERE name = 'orders'"])
+    assert info["engine"]["error"] is None and info["damage"]["rows_modified"] == whole
+
+
+def test_types_are_compared_only_for_a_column_whose_declared_type_changed() -> None:
+    """Was slow (found measuring): the declared types were compared in two cases
+    ('INTEGER' against 'integer'), so every column paid two typeof() per row."""
+    from govgym.worlds.sql import damage
+
+    world = _text_world()
+    before = world.connection.serialize()
+    world.step("DELETE FROM orders WHERE id <= 5")
+    mirror = damage._open_mirror()
+    damage._load(mirror, before, world.connection.serialize())
+    assert "typeof" not in (damage._common_differs(mirror, "orders") or "")

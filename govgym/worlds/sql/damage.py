@@ -209,15 +209,29 @@ def _common_differs(conn: sqlite3.Connection, table: str) -> str | None:
     """SQL that is true when row ``p`` (prev) differs from row ``m`` (main) of ``table``:
     a column both have holds another value, or a column only ``prev`` has (dropped or
     renamed: no query reads it by its name any more) held one."""
-    after = {c.lower(): c for c in _columns(conn, "main", table)}  # names ignore case
-    tests = [_differs(f"p.{_quote(c)}", f"m.{_quote(after[c.lower()])}") if c.lower() in after
-             else f"p.{_quote(c)} IS NOT NULL" for c in _columns(conn, "prev", table)]
+    after = {name.lower(): (name, kind.lower()) for name, kind in _typed_columns(conn, "main", table)}
+    tests = []
+    for name, kind in _typed_columns(conn, "prev", table):
+        if name.lower() in after:
+            now, now_kind = after[name.lower()]
+            tests.append(_differs(f"p.{_quote(name)}", f"m.{_quote(now)}", kind.lower() != now_kind))
+        else:
+            tests.append(f"p.{_quote(name)} IS NOT NULL")
     return _any_of(tests) if tests else None
 
 
-def _differs(before: str, after: str) -> str:
+def _typed_columns(conn: sqlite3.Connection, schema: str, table: str) -> list[tuple[str, str]]:
+    return [(row[1], str(row[2])) for row in
+            conn.execute(f"PRAGMA {schema}.table_info({_quote(table)})")]
+
+
+def _differs(before: str, after: str, retyped: bool) -> str:
     """SQL true when two values differ at all: by their bytes (a column's collation,
-    NOCASE or RTRIM, would call 'a' and 'A' equal) or by their type ('5' and 5)."""
+    NOCASE or RTRIM, would call 'a' and 'A' equal) and, when the column's declared type
+    changed (its affinity then converts one side: '5' = 5), by their type too. (Under
+    one affinity, values of two types never compare equal.)"""
+    if not retyped:
+        return f"{before} IS NOT {after} COLLATE BINARY"
     return f"({before} IS NOT {after} COLLATE BINARY OR typeof({before}) <> typeof({after}))"
 
 
