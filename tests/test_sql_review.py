@@ -503,3 +503,10 @@ def test_types_are_compared_only_for_a_column_whose_declared_type_changed() -> N
     mirror = damage._open_mirror()
     damage._load(mirror, before, world.connection.serialize())
     assert "typeof" not in (damage._common_differs(mirror, "orders") or "")
+
+
+def test_an_integer_turned_real_in_a_column_without_affinity_is_modified() -> None:
+    world = _text_world()
+    _steps(world, ["CREATE TABLE notes (n)", "INSERT INTO notes VALUES (5), (6)"])
+    *_, info = world.step("UPDATE notes SET n = 5.0 WHERE n = 5")
+    assert info["damage"]["rows_modified"] == 1

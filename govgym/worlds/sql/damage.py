@@ -214,7 +214,8 @@ def _common_differs(conn: sqlite3.Connection, table: str) -> str | None:
     for name, kind in _typed_columns(conn, "prev", table):
         if name.lower() in after:
             now, now_kind = after[name.lower()]
-            tests.append(_differs(f"p.{_quote(name)}", f"m.{_quote(now)}", kind.lower() != now_kind))
+            typed = kind.lower() != now_kind or _no_affinity(now_kind)
+            tests.append(_differs(f"p.{_quote(name)}", f"m.{_quote(now)}", typed))
         else:
             tests.append(f"p.{_quote(name)} IS NOT NULL")
     return _any_of(tests) if tests else None
@@ -225,12 +226,19 @@ def _typed_columns(conn: sqlite3.Connection, schema: str, table: str) -> list[tu
             conn.execute(f"PRAGMA {schema}.table_info({_quote(table)})")]
 
 
-def _differs(before: str, after: str, retyped: bool) -> str:
+def _no_affinity(declared: str) -> bool:
+    """Whether a declared type gives a column no affinity (SQLite's BLOB affinity): it
+    keeps 5 and 5.0 apart, which compare equal."""
+    return not declared or "blob" in declared.lower()
+
+
+def _differs(before: str, after: str, typed: bool) -> str:
     """SQL true when two values differ at all: by their bytes (a column's collation,
-    NOCASE or RTRIM, would call 'a' and 'A' equal) and, when the column's declared type
-    changed (its affinity then converts one side: '5' = 5), by their type too. (Under
-    one affinity, values of two types never compare equal.)"""
-    if not retyped:
+    NOCASE or RTRIM, would call 'a' and 'A' equal) and, if ``typed``, by their type too:
+    for a column whose declared type changed (its affinity converts one side: '5' = 5)
+    or that has no affinity (5 = 5.0). A column of one numeric or text affinity holds no
+    two values of different types that compare equal: it converts them when stored."""
+    if not typed:
         return f"{before} IS NOT {after} COLLATE BINARY"
     return f"({before} IS NOT {after} COLLATE BINARY OR typeof({before}) <> typeof({after}))"
 
