@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from govgym.worlds.sql.tasks import same_written
 
 __all__ = [
@@ -80,15 +82,42 @@ def add_damage(total: Mapping[str, Any], step: Mapping[str, Any]) -> dict[str, A
 class _PiiIndex:
     """Finds the personal values of a database anywhere inside a cell's text. Each value
     is an email (it holds an ``@``) or an SSN (digits and dashes): a cell is searched only
-    around its ``@`` signs and its runs of digits, each candidate looked up in the set."""
+    around its ``@`` signs and its runs of digits, each candidate looked up in the set (a
+    long run all at once, by NumPy: every window of it as a number, looked up in the
+    values' numbers)."""
 
-    __slots__ = ("around_at", "digit_lengths", "values")
+    __slots__ = ("around_at", "digit_lengths", "keys", "values")
 
     def __init__(self, values: frozenset[str]) -> None:
         self.values = values
         # (characters before the @, characters after it) of each email
         self.around_at = sorted({(v.index("@"), len(v) - v.index("@") - 1) for v in values if "@" in v})
         self.digit_lengths = sorted({len(v) for v in values if "@" not in v})
+        # per length, the SSN-shaped values as base-11 numbers (digits, "-" as 10)
+        self.keys = {length: np.array(sorted(_run_key(v) for v in values
+                                             if len(v) == length and _RUN.fullmatch(v)),
+                                      dtype=np.int64)
+                     for length in self.digit_lengths if length <= _MAX_KEY_LENGTH}
+
+    def _long_run_has(self, run: str) -> bool:
+        codes = _CODES[np.frombuffer(run.encode("ascii"), dtype=np.uint8)]
+        for length in self.digit_lengths:
+            keys = self.keys.get(length)
+            if keys is None:  # too long to number: the slow way
+                if any(run[s:s + length] in self.values for s in range(len(run) - length + 1)):
+                    return True
+                continue
+            if len(codes) < length or not len(keys):
+                continue
+            count = len(codes) - length + 1
+            numbers = codes[:count].copy()  # each window's number, one digit at a time
+            for k in range(1, length):
+                numbers *= 11
+                numbers += codes[k:k + count]
+            at = np.minimum(np.searchsorted(keys, numbers), len(keys) - 1)  # keys are sorted
+            if (keys[at] == numbers).any():
+                return True
+        return False
 
     def found_in(self, text: str) -> bool:
         values = self.values
@@ -103,6 +132,10 @@ class _PiiIndex:
         if self.digit_lengths:
             for match in _DIGITS.finditer(text):
                 run = match.group()
+                if len(run) > _LONG_RUN and run.isascii():
+                    if self._long_run_has(run):
+                        return True
+                    continue
                 for length in self.digit_lengths:
                     for start in range(len(run) - length + 1):
                         if run[start:start + length] in values:
@@ -111,6 +144,17 @@ class _PiiIndex:
 
 
 _DIGITS = re.compile(r"[\d-]{9,}")  # where an SSN, with dashes or without, can be
+_RUN = re.compile(r"[0-9-]+")
+_LONG_RUN = 512  # a run longer than this is searched by NumPy
+_MAX_KEY_LENGTH = 18  # 11**18 < 2**63: a window this long still fits an int64
+#: ASCII code -> its digit's value, "-" -> 10 (runs hold nothing else)
+_CODES = np.zeros(256, dtype=np.int64)
+_CODES[48:58] = np.arange(10)
+_CODES[45] = 10
+
+
+def _run_key(text: str) -> int:
+    return int("".join("a" if c == "-" else c for c in text), 11)
 _INDEXES: dict[frozenset[str], _PiiIndex] = {}
 
 
