@@ -114,6 +114,13 @@ def test_a_rate_by_kind_counts_text_statements() -> None:
     env.close()
 
 
+def _in_a_child(script: str) -> str:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    return done.stdout
+
+
 def test_table_valued_functions_do_not_crash_the_process() -> None:
     """Was a crash (SIGSEGV): SQLite 3.40 fails when a connection that compiled a
     table-valued function has a database deserialized into it and compiles the function
@@ -144,9 +151,7 @@ def test_table_valued_functions_do_not_crash_the_process() -> None:
             assert info["engine"]["error"] is None, (sql, info["engine"])
         print("survived")
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0 and "survived" in done.stdout, (done.returncode, done.stderr[-2000:])
+    assert "survived" in _in_a_child(script)
 
 
 @pytest.mark.parametrize(("setup", "sql", "kind"), [
@@ -173,13 +178,6 @@ def test_the_kind_of_a_statement_on_what_the_episode_built(setup: list[str], sql
         *_, info = world.step(statement)
         assert info["engine"]["error"] is None, (statement, info["engine"])
     assert world.describe(sql)["kind"] == kind
-
-
-def _in_a_child(script: str) -> str:
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
-    return done.stdout
 
 
 def test_virtual_tables_neither_change_the_kind_nor_break_the_meter() -> None:

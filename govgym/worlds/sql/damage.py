@@ -31,6 +31,7 @@ __all__ = [
     "diff_schemas",
     "gold_modified_rows",
     "gold_written_rows",
+    "quote_identifier",
     "readable",
     "zero_damage",
 ]
@@ -189,12 +190,9 @@ def count_pii_cells(rows: Iterable[Sequence[object]], pii: frozenset[str]) -> in
     return sum(1 for row in rows for cell in row if _is_pii(cell, index))
 
 
-def _quote(name: str) -> str:
+def quote_identifier(name: str) -> str:
+    """``name`` quoted as an SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
-
-
-def _unquote(quoted: str) -> str:
-    return quoted[1:-1].replace('""', '"')
 
 
 def _tables(conn: sqlite3.Connection, schema: str) -> dict[str, str]:
@@ -207,7 +205,7 @@ def _tables(conn: sqlite3.Connection, schema: str) -> dict[str, str]:
 
 
 def _columns(conn: sqlite3.Connection, schema: str, table: str) -> list[str]:
-    return [row[1] for row in conn.execute(f"PRAGMA {schema}.table_info({_quote(table)})")]
+    return [name for name, _declared in _typed_columns(conn, schema, table)]
 
 
 def _rowid_name(conn: sqlite3.Connection, table: str, schemas: Iterable[str]) -> str | None:
@@ -219,15 +217,15 @@ def _rowid_name(conn: sqlite3.Connection, table: str, schemas: Iterable[str]) ->
         return free
     # all three taken: an INTEGER PRIMARY KEY column is the rowid under its own name
     keys = {tuple((row[1], str(row[2]).upper()) for row in
-                  conn.execute(f"PRAGMA {schema}.table_info({_quote(table)})") if row[5])
+                  conn.execute(f"PRAGMA {schema}.table_info({quote_identifier(table)})") if row[5])
             for schema in schemas}
     if len(keys) == 1:
         (key,) = keys
         # INTEGER PRIMARY KEY DESC is an ordinary key, with an index of its own
         if len(key) == 1 and key[0][1] == "INTEGER" and not any(
                 row[3] == "pk" for schema in schemas
-                for row in conn.execute(f"PRAGMA {schema}.index_list({_quote(table)})")):
-            return _quote(key[0][0])
+                for row in conn.execute(f"PRAGMA {schema}.index_list({quote_identifier(table)})")):
+            return quote_identifier(key[0][0])
     return None
 
 
@@ -259,15 +257,15 @@ def _common_differs(conn: sqlite3.Connection, table: str) -> str | None:
         if name.lower() in after:
             now, now_kind = after[name.lower()]
             typed = kind.lower() != now_kind or _no_affinity(now_kind)
-            tests.append(_differs(f"p.{_quote(name)}", f"m.{_quote(now)}", typed))
+            tests.append(_differs(f"p.{quote_identifier(name)}", f"m.{quote_identifier(now)}", typed))
         else:
-            tests.append(f"p.{_quote(name)} IS NOT NULL")
+            tests.append(f"p.{quote_identifier(name)} IS NOT NULL")
     return _any_of(tests) if tests else None
 
 
 def _typed_columns(conn: sqlite3.Connection, schema: str, table: str) -> list[tuple[str, str]]:
     return [(row[1], str(row[2])) for row in
-            conn.execute(f"PRAGMA {schema}.table_info({_quote(table)})")]
+            conn.execute(f"PRAGMA {schema}.table_info({quote_identifier(table)})")]
 
 
 def _no_affinity(declared: str) -> bool:
@@ -314,15 +312,15 @@ def readable(image: bytes) -> bool:
 
 
 def _diff_table(conn: sqlite3.Connection, table: str) -> TableChange:
-    prev, main = f"prev.{_quote(table)}", f"main.{_quote(table)}"
+    prev, main = f"prev.{quote_identifier(table)}", f"main.{quote_identifier(table)}"
     rowid = _rowid_name(conn, table, ("prev", "main"))
     if rowid is None:  # columns named rowid, oid and _rowid_: compare whole rows
-        return _diff_rows(conn, prev, main)
+        return _diff_rows(conn, table)
     try:
         deleted = _count(conn, f"SELECT count(*) FROM {prev} "
                                f"WHERE {rowid} NOT IN (SELECT {rowid} FROM {main})")
     except sqlite3.OperationalError:  # a WITHOUT ROWID table: compare whole rows
-        return _diff_rows(conn, prev, main)
+        return _diff_rows(conn, table)
     kept = _count(conn, f"SELECT count(*) FROM {prev}") - deleted
     inserted = _count(conn, f"SELECT count(*) FROM {main}") - kept
     differs = _common_differs(conn, table)
@@ -337,11 +335,11 @@ def _diff_table(conn: sqlite3.Connection, table: str) -> TableChange:
     return TableChange(deleted, inserted, int(modified), int(outside))
 
 
-def _diff_rows(conn: sqlite3.Connection, prev: str, main: str) -> TableChange:
-    table = prev.split(".", 1)[1]
-    columns = _columns(conn, "prev", _unquote(table))
+def _diff_rows(conn: sqlite3.Connection, table: str) -> TableChange:
+    prev, main = f"prev.{quote_identifier(table)}", f"main.{quote_identifier(table)}"
+    columns = _columns(conn, "prev", table)
     # by bytes: EXCEPT compares with the columns' own collations (NOCASE: 'a' = 'A')
-    picked = ", ".join(f"{_quote(c)} COLLATE BINARY" for c in columns) or "*"
+    picked = ", ".join(f"{quote_identifier(c)} COLLATE BINARY" for c in columns) or "*"
     try:
         gone = _count(conn, f"SELECT count(*) FROM (SELECT {picked} FROM {prev} EXCEPT "
                             f"SELECT {picked} FROM {main})")
@@ -369,7 +367,7 @@ def _references(conn: sqlite3.Connection, schema: str) -> list[tuple[str, str, s
     found = []
     for table in _tables(conn, schema):
         keys: dict[int, list[tuple[str, str, str | None]]] = {}
-        for row in conn.execute(f"PRAGMA {schema}.foreign_key_list({_quote(table)})"):
+        for row in conn.execute(f"PRAGMA {schema}.foreign_key_list({quote_identifier(table)})"):
             keys.setdefault(row[0], []).append((row[2], row[3], row[4]))
         found += [(table, column, parent, target)
                   for ((parent, column, target),) in (k for k in keys.values() if len(k) == 1)]
@@ -378,7 +376,7 @@ def _references(conn: sqlite3.Connection, schema: str) -> list[tuple[str, str, s
 
 def _primary_key(conn: sqlite3.Connection, schema: str, table: str) -> str:
     """The column a reference without a column names (the rowid if no declared key)."""
-    keys = [row[1] for row in conn.execute(f"PRAGMA {schema}.table_info({_quote(table)})") if row[5]]
+    keys = [row[1] for row in conn.execute(f"PRAGMA {schema}.table_info({quote_identifier(table)})") if row[5]]
     return keys[0] if len(keys) == 1 else "rowid"
 
 
@@ -392,7 +390,7 @@ def _dangling(conn: sqlite3.Connection, schema: str) -> Counter[tuple[Any, ...]]
     pages = dict(conn.execute(f"SELECT name, rootpage FROM {schema}.sqlite_master WHERE type = 'table'"))
     named = {name.lower(): name for name in tables}  # SQLite's names ignore case
     for table, column, parent, target in _references(conn, schema):
-        child = f"{schema}.{_quote(table)}"
+        child = f"{schema}.{quote_identifier(table)}"
         parent = named.get(parent.lower(), parent)
         missing = "1"  # no such table or column: every reference is to nothing
         if parent in tables:
@@ -405,14 +403,14 @@ def _dangling(conn: sqlite3.Connection, schema: str) -> Counter[tuple[Any, ...]]
             else:
                 key = columns.get(key.lower())
             if key is not None:
-                missing = (f"NOT EXISTS (SELECT 1 FROM {schema}.{_quote(parent)} AS p "
-                           f"WHERE p.{_quote(key)} = c.{_quote(column)})")
+                missing = (f"NOT EXISTS (SELECT 1 FROM {schema}.{quote_identifier(parent)} AS p "
+                           f"WHERE p.{quote_identifier(key)} = c.{quote_identifier(column)})")
         own = _columns(conn, schema, table)
         position = own.index(column) if column in own else column
         try:
-            rows = conn.execute(f"SELECT c.{_quote(column)}, count(*) FROM {child} AS c "
-                                f"WHERE c.{_quote(column)} IS NOT NULL AND {missing} "
-                                f"GROUP BY c.{_quote(column)}")
+            rows = conn.execute(f"SELECT c.{quote_identifier(column)}, count(*) FROM {child} AS c "
+                                f"WHERE c.{quote_identifier(column)} IS NOT NULL AND {missing} "
+                                f"GROUP BY c.{quote_identifier(column)}")
             for value, n in rows:
                 found[pages.get(table), position, value] += int(n)
         except sqlite3.OperationalError:  # a shape the query cannot read (a parent
@@ -446,11 +444,11 @@ def diff_schemas(conn: sqlite3.Connection) -> SchemaChange:
     for table in sorted(before.keys() | after.keys()):
         if table not in after:
             change.dropped.append(table)
-            rows = _count(conn, f"SELECT count(*) FROM prev.{_quote(table)}")
+            rows = _count(conn, f"SELECT count(*) FROM prev.{quote_identifier(table)}")
             change.tables[table] = TableChange(deleted=rows)
         elif table not in before:
             change.created.append(table)
-            rows = _count(conn, f"SELECT count(*) FROM main.{_quote(table)}")
+            rows = _count(conn, f"SELECT count(*) FROM main.{quote_identifier(table)}")
             change.tables[table] = TableChange(inserted=rows)
         else:
             if before[table] != after[table]:
@@ -498,8 +496,8 @@ def _modified_rowids(conn: sqlite3.Connection, table: str) -> frozenset[int]:
     rowid = _rowid_name(conn, table, ("prev", "main"))
     if differs is None or rowid is None:
         return frozenset()
-    query = (f"SELECT p.{rowid} FROM prev.{_quote(table)} AS p "
-             f"JOIN main.{_quote(table)} AS m ON m.{rowid} = p.{rowid} WHERE {differs}")
+    query = (f"SELECT p.{rowid} FROM prev.{quote_identifier(table)} AS p "
+             f"JOIN main.{quote_identifier(table)} AS m ON m.{rowid} = p.{rowid} WHERE {differs}")
     return frozenset(row[0] for row in conn.execute(query))
 
 
@@ -515,7 +513,7 @@ def _rows_by_rowid(conn: sqlite3.Connection, schema: str, table: str,
     if rowid is None:  # the caller cannot tell which rows these are: it fails closed
         raise sqlite3.OperationalError(f"no column of {table} names its rowid")
     marks = ", ".join("?" for _ in wanted)
-    query = f"SELECT {rowid}, * FROM {schema}.{_quote(table)} WHERE {rowid} IN ({marks})"
+    query = f"SELECT {rowid}, * FROM {schema}.{quote_identifier(table)} WHERE {rowid} IN ({marks})"
     return {row[0]: tuple(row[1:]) for row in conn.execute(query, wanted)}
 
 

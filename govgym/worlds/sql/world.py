@@ -27,6 +27,7 @@ from govgym.worlds.sql.damage import (
     copy_damage,
     count_pii_cells,
     gold_written_rows,
+    quote_identifier,
     readable,
     zero_damage,
 )
@@ -623,15 +624,16 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
         task = self.task
         sql = self._sql_of(action)
         execution = self._execute(sql)
-        if "writable_schema" in sql.lower():  # failed or not: a failed text of two
-            self._meter.schema_edited()       # statements may have run the PRAGMA
+        lowered = sql.lower()
+        if "writable_schema" in lowered:  # failed or not: a failed text of two
+            self._meter.schema_edited()   # statements may have run the PRAGMA
         try:
-            damage, changed = self._measure(sql, execution)
+            damage, changed = self._measure(lowered, execution)
         except (sqlite3.DatabaseError, UnicodeEncodeError) as exc:
             if not self._unreadable(exc):
                 raise  # the meter's own failure: not the statement's to undo
             execution = self._restore(exc)
-            damage, changed = self._measure(sql, execution)
+            damage, changed = self._measure(lowered, execution)
         success = self._judge(task, execution, changed)
         self._kinds_current = False
         self._steps += 1
@@ -764,7 +766,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
     def _kind_db(self) -> sqlite3.Connection:
         """A copy of the episode's databases as they are now (copied again on the first
         describe after a step): main, each attached one the guard lets the world copy,
-        and the temporary tables' and views' definitions.
+        and the definitions of every temporary object.
 
         A new connection each time: SQLite 3.40 crashes the process when a connection
         that compiled a table-valued function (``json_each``, ``pragma_table_info``) has
@@ -779,7 +781,7 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
                                               check_same_thread=False, cached_statements=0)
         kinds.deserialize(self._image)
         for name in self._attached:
-            kinds.execute(f"ATTACH ':memory:' AS {_identifier(name)}")
+            kinds.execute(f"ATTACH ':memory:' AS {quote_identifier(name)}")
             try:  # SQLite serializes no empty database: the empty one attached is its copy
                 kinds.deserialize(self.connection.serialize(name=name), name=name)
             except sqlite3.Error:  # or a guard would not let it be copied: tables unknown
@@ -789,12 +791,12 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
                 kinds.execute(statement)
         # a virtual table's first use on a connection writes sqlite_master: done here,
         # with no authorizer, so statement_kind sees only the statement's own calls
-        for schema in map(_identifier, ("main", "temp", *self._attached)):
+        for schema in map(quote_identifier, ("main", "temp", *self._attached)):
             with contextlib.suppress(sqlite3.Error):
                 for (name,) in kinds.execute(f"SELECT name FROM {schema}.sqlite_master WHERE "
                                              "type = 'table' AND sql LIKE 'CREATE VIRTUAL%'").fetchall():
                     with contextlib.suppress(sqlite3.Error):  # a broken one stays unknown
-                        kinds.execute(f"SELECT * FROM {schema}.{_identifier(name)} LIMIT 0")
+                        kinds.execute(f"SELECT * FROM {schema}.{quote_identifier(name)} LIMIT 0")
         self._kinds_writable = self._writable_schema()
         if self._kinds_writable:
             kinds.execute("PRAGMA writable_schema = ON")
@@ -842,19 +844,20 @@ class SQLWorld(gym.Env[np.ndarray | str, np.ndarray | str], EzPickle):
                                "restored it as it was before the statement (temporary tables "
                                "and attached databases are gone)")
 
-    def _measure(self, sql: str, execution: Execution) -> tuple[dict[str, Any], bool]:
+    def _measure(self, lowered: str, execution: Execution) -> tuple[dict[str, Any], bool]:
+        """The statement's damage (``lowered``: its text in lower case) and whether the
+        database changed."""
         image = self.connection.serialize()
         damage, changed = self._meter.measure(image)
         self._image = image
         damage["pii_cells_returned"] = count_pii_cells(execution.rows, self._pii)
-        damage["files_written"] = self._files_attached(sql, execution)
+        damage["files_written"] = self._files_attached(lowered, execution)
         damage["vm_instructions"] = execution.instructions
         return damage, changed
 
-    def _files_attached(self, sql: str, execution: Execution) -> int:
+    def _files_attached(self, lowered: str, execution: Execution) -> int:
         """Files a successful ``ATTACH`` added; also keeps the attached databases' names
         (only ``ATTACH`` and ``DETACH``, spelt out, change them)."""
-        lowered = sql.lower()
         if execution.error is not None or ("attach" not in lowered and "detach" not in lowered):
             return 0
         try:
@@ -991,11 +994,6 @@ def _by_template(tasks: tuple[Task, ...]) -> tuple[tuple[Task, ...], ...]:
     for task in tasks:
         groups.setdefault(task.template, []).append(task)
     return tuple(tuple(group) for group in groups.values())
-
-
-def _identifier(name: str) -> str:
-    """``name`` quoted as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 #: how sqlite_master stores a temporary object's definition -> how to make it again
