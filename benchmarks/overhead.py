@@ -255,7 +255,7 @@ def characterise(actions: list[int], audit_dir: Path, variant: str = "governed_b
         "episodes_ended_by_policy": by_policy,
         "steps_with_violation_fraction": steps_with_violation / n,
         "violations_per_step": violations / n,
-        "audit_bytes_per_record": size / recorder.records_written,
+        "audit_bytes_per_record": size / recorder.records_written,  # (one close record: ~0)
         "audit_log": recorder.path,
     }
 
@@ -264,7 +264,8 @@ def floors(log: Path, repeats: int, out_dir: Path) -> dict[str, Any]:
     """Per step, on the lines of a governed run's audit log: a SHA-256 of each line alone,
     and one write + flush of each episode's lines to a new file (text mode, UTF-8, as the
     recorder writes). Medians over ``repeats``, interleaved."""
-    lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = [line for line in log.read_text(encoding="utf-8").splitlines(keepends=True)
+             if '"event":"close"' not in line]  # the decisions; not the session's close record
     encoded = [line.encode() for line in lines]
     episodes: list[list[str]] = []
     current = None

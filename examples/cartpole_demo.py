@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     print()
     audit = summarize(log.records)
     print(f"audit log: {audit_path} ({audit['decisions']} decisions, chain "
-          f"{'intact' if log.ok else 'BROKEN'})")
+          f"{log.state})")
     print(f"plot:      {plot_path}")
     print(f"numbers:   {out / 'results.json'}")
     return rows

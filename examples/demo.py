@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     audit = summarize(log.records)
     print()
     print(f"audit log: {audit_path} ({audit['decisions']} governed decisions in evaluation, "
-          f"chain {'intact' if log.ok else 'BROKEN'}; `govgym audit summary {audit_path}`)")
+          f"chain {log.state}; `govgym audit summary {audit_path}`)")
     print(f"plot:      {plot_path}")
     print(f"numbers:   {out / 'results.json'}")
     return results

@@ -4,7 +4,9 @@
     govgym policy list             shipped policies
     govgym policy show NAME|FILE   a policy's rules and verdicts, as validated
     govgym policy check FILE|DIR.. validate policy files, or every one in a folder (exit 1 if any is invalid)
-    govgym audit verify FILE       check an audit log's hash chain (exit 1 if broken);
+    govgym audit verify FILE       check an audit log's hash chain (exit 1 if broken, or
+                                   if a recorder's session lacks its close record:
+                                   --allow-open reports that instead);
                                    --last-hash HASH: and that it still holds that record
     govgym audit summary FILE      violations by rule and severity, rates per 1,000
     govgym sql check [--policy P] SQL   the verdict on one statement, without running it
@@ -161,11 +163,21 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
                   f"end of the log or rewritten ({len(log.records)} record(s) verified, "
                   f"last hash {log.last_hash})", file=sys.stderr)
             return 1
-    print(f"{args.file}: ok, {len(log.records)} record(s), chain intact, "
+    unclosed = log.unclosed
+    for session in unclosed:
+        print(f"{args.file}:{session.first_line}: {session.describe()}",
+              file=sys.stdout if args.allow_open else sys.stderr)
+    if unclosed and not args.allow_open:
+        print(f"{args.file}: chain intact, but {len(unclosed)} of {len(log.sessions)} "
+              "session(s) not closed: the log may be missing decisions (--allow-open for a "
+              "log still being written)", file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok, {len(log.records)} decision(s) in {len(log.sessions)} session(s)"
+          f"{f' ({len(unclosed)} not closed)' if unclosed else ''}, chain intact, "
           f"last hash {log.last_hash}")
     if expected is not None:
         print(f"{args.file}: the record with hash {expected[:16]}... is "
-              + ("the last one" if after == 0 else f"followed by {after} record(s) appended after it"))
+              + ("the last one" if after == 0 else f"followed by {after} decision(s) appended after it"))
     return 0
 
 
@@ -183,6 +195,10 @@ def _cmd_audit_summary(args: argparse.Namespace) -> int:
         return 1
     summary = summarize(log.records)
     summary["chain_ok"] = log.ok
+    summary["sessions"] = len(log.sessions)
+    summary["unclosed_sessions"] = [
+        {"run": s.run, "first_line": s.first_line, "last_line": s.last_line,
+         "decisions": s.decisions} for s in log.unclosed]
     if not log.ok:  # the counts cover what verified: say where it stopped, and why
         summary["chain_broken_at_line"] = log.first_broken
         summary["chain_problem"] = log.problem
@@ -195,7 +211,9 @@ def _cmd_audit_summary(args: argparse.Namespace) -> int:
         print(json.dumps(strict_json(summary), indent=2, allow_nan=False))
     else:
         print(f"{args.file}: {summary['decisions']} decisions, {summary['episodes']} episode(s), "
-              f"total cost {summary['total_cost']:.4g}, chain {'ok' if log.ok else 'BROKEN'}")
+              f"total cost {summary['total_cost']:.4g}, chain {'ok' if log.ok else 'BROKEN'}, "
+              f"{len(log.sessions)} session(s)"
+              + (f", {len(log.unclosed)} NOT CLOSED (decisions may be missing)" if log.unclosed else ""))
         print("verdicts: " + ", ".join(f"{k}={v}" for k, v in summary["verdicts"].items()))
         for title, key in (("by rule", "violations_by_rule"), ("by severity", "violations_by_severity")):
             print(f"violations {title}:" + ("" if summary[key] else " none"))
@@ -247,6 +265,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--last-hash", type=_sha256_hex, default=None, metavar="HASH",
                         help="the log's last hash as recorded apart from it (Recorder."
                              "last_hash): exit 1 if no record has it (records were cut off)")
+    verify.add_argument("--allow-open", action="store_true",
+                        help="a session without its close record (a log still being written) "
+                             "is reported, not a failure")
     verify.set_defaults(func=_cmd_audit_verify)
     summary = asub.add_parser("summary", help="violations by rule and severity")
     summary.add_argument("file")

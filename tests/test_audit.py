@@ -71,6 +71,7 @@ def test_recomputed_hash_after_edit_still_breaks_the_chain(tmp_path: Path) -> No
 def test_torn_last_line_is_reported_not_fatal_and_the_file_can_be_continued(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
     write_log(path, n=3)
+    without_close(path)
     with path.open("a") as fh:
         fh.write('{"seq":3,"time":1.0,"run":"t","epi')  # a crash mid-write
     log = read(path)
@@ -181,7 +182,18 @@ RECORD_KEYS = ["seq", "time", "run", "episode", "step", "agent", "proposal", "ve
 
 
 def lines_of(path: Path) -> list[str]:
+    """Every line of the log, its sessions' close records too."""
     return path.read_text(encoding="utf-8").splitlines()
+
+
+def decision_lines(path: Path) -> list[str]:
+    """The log's decision records, without the close record that ends each session."""
+    return [line for line in lines_of(path) if '"event":"close"' not in line]
+
+
+def without_close(path: Path) -> None:
+    """The log as a crash leaves it: no session's close record (a crash writes none)."""
+    path.write_text("".join(f"{line}\n" for line in decision_lines(path)), encoding="utf-8")
 
 
 def test_record_text_is_compact_json_in_the_documented_order(tmp_path: Path) -> None:
@@ -192,7 +204,7 @@ def test_record_text_is_compact_json_in_the_documented_order(tmp_path: Path) -> 
     with Recorder(path, run_id="r") as rec:
         rec.append(3, 7, [1], "warn", [VIOLATION], 1.0, -0.5)
     after = time.time()
-    (line,) = lines_of(path)
+    (line,) = decision_lines(path)
     record = json.loads(line)
     assert list(record) == RECORD_KEYS
     assert ', "' not in line and '": ' not in line  # no spaces between items
@@ -246,7 +258,7 @@ def test_values_read_back_as_appended(tmp_path: Path, kwargs: dict[str, Any],
         rec.append(episode=1, step=3, **kwargs)  # the second one from the caches
     log = read(path)
     assert log.ok and len(log.records) == 2
-    first, second = lines_of(path)
+    first, second = decision_lines(path)
     assert first[first.index(',"run"'):first.index(',"prev"')].replace('"step":2', '"step":3') \
         == second[second.index(',"run"'):second.index(',"prev"')]
     def exactly(value: Any) -> str:  # tells 1 from 1.0 and True
@@ -314,7 +326,7 @@ def test_unusual_types_take_the_general_path_and_write_the_same_text(tmp_path: P
         a.append(None, 3, None, "allow", agent=None)
         b.append(None, np.int32(3), None, "allow", agent=None)
     strip = [line[line.index(',"run"'):line.index(',"prev"')]
-             for path in (plain, numpy) for line in lines_of(path)]
+             for path in (plain, numpy) for line in decision_lines(path)]
     assert strip[:4] == strip[4:]
     assert read(numpy).ok
 
@@ -508,7 +520,7 @@ def test_a_large_action_and_meaning_are_recorded_bounded(tmp_path: Path) -> None
     assert len(proposed) == 65 and proposed[-1] == "… 1024 values, shape (32, 32)"
     log = read(path)
     assert log.ok and len(log.records) == 3
-    for record, line in zip(log.records, path.read_text().splitlines(), strict=True):
+    for record, line in zip(log.records, decision_lines(path), strict=True):
         assert len(line) < 6000, "a record of a bounded summary"
         grid = record["proposal"]["meaning"]["grid"]
         assert len(grid) == 65 and grid[-1].startswith("… 1024 values")
@@ -562,6 +574,7 @@ def test_a_crash_in_the_middle_then_a_resumed_recorder_verifies(tmp_path: Path) 
     with Recorder(path, run_id="first") as rec:
         for step in range(3):
             rec.append(0, step, [step], "allow")
+    without_close(path)
     data = path.read_bytes()
     path.write_bytes(data[:data.rfind(b'"run"')])  # the third record cut after its seq
     with Recorder(path, run_id="second") as rec:
@@ -569,7 +582,11 @@ def test_a_crash_in_the_middle_then_a_resumed_recorder_verifies(tmp_path: Path) 
     log = read(path)
     assert log.ok and log.torn == [3] and [r["seq"] for r in log.records] == [0, 1, 2]
     assert [r["run"] for r in log.records] == ["first", "first", "second"]
-    assert main(["audit", "verify", str(path)]) == 0
+    # the crashed session is intact as far as it goes, and reported as not closed
+    assert [(s.run, s.decisions, s.closed) for s in log.sessions] == [
+        ("first", 2, False), ("second", 1, True)]
+    assert main(["audit", "verify", str(path)]) == 1
+    assert main(["audit", "verify", "--allow-open", str(path)]) == 0
 
 
 def test_a_flush_that_fails_part_way_is_cut_back_and_written_once_later(tmp_path: Path) -> None:
@@ -614,7 +631,8 @@ def test_a_log_with_crlf_line_ends_verifies_and_continues(tmp_path: Path) -> Non
     with Recorder(path, run_id="more") as rec:
         rec.append(1, 0, [0], "allow")
     log = read(path)
-    assert log.ok and [r["seq"] for r in log.records] == [0, 1, 2, 3]
+    assert log.ok and [r["seq"] for r in log.records] == [0, 1, 2, 4]  # 3: the close record
+    assert [s.closed for s in log.sessions] == [True, True]
 
 
 def test_nesting_too_deep_to_parse_is_reported_not_raised(tmp_path: Path) -> None:
@@ -627,6 +645,7 @@ def test_nesting_too_deep_to_parse_is_reported_not_raised(tmp_path: Path) -> Non
     with Recorder(path) as rec:
         rec.append(0, 0, [0], "allow")
         rec.append(0, 1, nested, "allow")  # written: within this Python's limit
+    without_close(path)  # a crash: the deep record is the last one a resumed recorder finds
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(250)  # a reader whose stack allows less than the writer's did
     try:
@@ -642,7 +661,7 @@ def test_nesting_too_deep_to_parse_is_reported_not_raised(tmp_path: Path) -> Non
     # a deeply nested line inserted into a log is inserted text, whatever the limit
     path.write_bytes(path.read_bytes() + b"[" * 100_000 + b"]" * 100_000 + b"\n")
     log = read(path)
-    assert not log.ok and log.first_broken == 4 and "text inserted" in (log.problem or "")
+    assert not log.ok and log.first_broken == 5 and "text inserted" in (log.problem or "")
     assert main(["audit", "verify", str(path)]) == 1
 
 

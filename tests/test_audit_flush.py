@@ -7,17 +7,22 @@ recorder's buffer is not found.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import pytest
 
 import govgym
 from govgym import GovernedEnv
+from govgym.audit import Recorder
 from govgym.audit import read as read_audit
+from govgym.cli import main
 
 CORRIDOR = {"name": "corridor", "rules": [
     {"kind": "state_bounds", "name": "corridor", "severity": "critical",
@@ -107,14 +112,121 @@ def test_records_are_flushed_at_exit_without_close(tmp_path: Path) -> None:
     """)
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
     assert on_disk(path) == 7
+    (session,) = read_audit(path).sessions  # a normal exit ends the session too
+    assert session.closed and session.closed_by == "exit" and session.decisions == 7
+
+
+def test_close_ends_the_session_with_a_record_that_counts_its_decisions(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    env = govgym.make("CartPole-v1", policy=NO_LEFT, audit_path=path, run_id="one",
+                      max_episode_steps=100)
+    run_episode(env, 1)
+    env.close()
+    steps = on_disk(path)
+    *_, last = path.read_text().splitlines()
+    close = json.loads(last)
+    assert (close["event"], close["run"], close["decisions"], close["by"]) == (
+        "close", "one", steps, "close")
+    assert close["govgym"] == govgym.__version__ and close["seq"] == steps
+    log = read_audit(path)
+    (session,) = log.sessions
+    assert session.closed and session.decisions == steps and not log.unclosed
+    assert log.state == "intact"
+    assert (session.first_line, session.last_line) == (1, steps + 1)
+    assert log.last_hash == close["hash"] == env.get_wrapper_attr("recorder").last_hash
+    assert all("event" not in record for record in log.records)  # records: decisions only
+    assert main(["audit", "verify", str(path)]) == 0
+
+
+@pytest.mark.parametrize("ending", ["os._exit", "SIGKILL"])
+def test_a_process_that_dies_leaves_its_session_unclosed_and_verify_fails(
+        tmp_path: Path, ending: str) -> None:
+    """Was a gap: a worker killed after its last flush left a log that verified as
+    complete, though the decisions since that flush were lost."""
+    path = tmp_path / "audit.jsonl"
+    script = textwrap.dedent(f"""
+        import os, signal, govgym
+        env = govgym.make("CartPole-v1", policy=None, audit_path={str(path)!r}, run_id="w",
+                          flush_every=5, max_episode_steps=1000)
+        env.reset(seed=0)
+        for step in range(12):
+            env.step(step % 2)  # 10 reach the file; 2 are buffered when the process dies
+        {"os._exit(0)" if ending == "os._exit" else "os.kill(os.getpid(), signal.SIGKILL)"}
+    """)
+    subprocess.run([sys.executable, "-c", script], timeout=120)
+    log = read_audit(path)
+    assert log.ok and len(log.records) == 10
+    (session,) = log.unclosed
+    assert (session.run, session.decisions, session.closed) == ("w", 10, False)
+    assert log.state == "intact, 1 session(s) NOT CLOSED"
+    assert main(["audit", "verify", str(path)]) == 1
+    assert main(["audit", "verify", "--allow-open", str(path)]) == 0
+    # a recorder opened on it afterwards goes on; the dead session stays reported
+    env = govgym.make("CartPole-v1", policy=None, audit_path=path, run_id="w")
+    env.reset(seed=1)
+    env.step(1)
+    env.close()
+    log = read_audit(path)
+    assert log.ok and [(s.decisions, s.closed) for s in log.sessions] == [(10, False), (1, True)]
+    assert main(["audit", "verify", str(path)]) == 1
+
+
+def _rehashed(lines: list[str], index: int, edit: Any) -> list[str]:
+    """``lines`` with record ``index`` edited and the chain recomputed from there (what
+    someone rewriting the log could do): a structural check, not the hashes, must catch it."""
+    out = list(lines[:index])
+    prev = json.loads(out[-1])["hash"] if out else "0" * 64
+    for n, line in enumerate(lines[index:]):
+        record = json.loads(line)
+        if n == 0:
+            edit(record)
+        record["prev"] = prev
+        del record["hash"]
+        body = json.dumps(record, separators=(",", ":"), ensure_ascii=False)[:-1]
+        prev = hashlib.sha256(body.encode()).hexdigest()
+        out.append(f'{body},"hash":"{prev}"}}')
+    return out
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda r: r.update(decisions=9), "counting 9 decision(s), after 3 not yet closed"),
+    (lambda r: r.update(decisions=0), "counting 0 decision(s)"),
+    (lambda r: r.update(run="other"), "close record of run 'other' after decisions of another run"),
+    (lambda r: r.update(event="reopen"), "unknown event 'reopen'"),
+])
+def test_a_close_record_no_recorder_would_write_breaks_the_chain(
+        tmp_path: Path, edit: Any, problem: str) -> None:
+    path = tmp_path / "audit.jsonl"
+    with Recorder(path, run_id="r") as rec:
+        for step in range(3):
+            rec.append(0, step, [0], "allow")
+    lines = path.read_text().splitlines()
+    assert read_audit(path).ok
+    path.write_text("\n".join(_rehashed(lines, 3, edit)) + "\n")
+    log = read_audit(path)
+    assert not log.ok and log.first_broken == 4 and problem in (log.problem or "")
+    assert log.state == "BROKEN at line 4"
+    assert len(log.records) == 3 and not log.sessions[-1].closed
+
+
+def test_a_close_record_moved_up_leaves_the_rest_unclosed(tmp_path: Path) -> None:
+    """A close record counting fewer decisions than precede it: the earlier ones are a
+    session of their own, not closed (as a crashed recorder leaves them)."""
+    path = tmp_path / "audit.jsonl"
+    with Recorder(path, run_id="r") as rec:
+        for step in range(4):
+            rec.append(0, step, [0], "allow")
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(_rehashed(lines, 4, lambda r: r.update(decisions=1))) + "\n")
+    log = read_audit(path)
+    assert log.ok and [(s.decisions, s.closed) for s in log.sessions] == [(3, False), (1, True)]
+    assert main(["audit", "verify", str(path)]) == 1
 
 
 def test_a_recorder_that_recorded_nothing_leaves_no_file_it_created(tmp_path: Path) -> None:
     """Was a nuisance: every env built with an audit_path left a file, so the throwaway
     env AsyncVectorEnv builds to read the spaces left an empty log under a fresh run id,
     and a glob of runs/*.jsonl found a run that never ran."""
-    from govgym.audit import Recorder
-
     Recorder(tmp_path / "nothing.jsonl").close()
     assert not (tmp_path / "nothing.jsonl").exists()
     existing = tmp_path / "existing.jsonl"

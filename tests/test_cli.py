@@ -118,16 +118,19 @@ def test_audit_verify_against_a_last_hash_kept_apart_finds_cut_off_records(tmp_p
     env.reset(seed=0)
     for step in range(6):
         env.step(step % 2)
-    kept = env.recorder.last_hash  # type: ignore[union-attr]
     env.close()
+    kept = env.recorder.last_hash  # type: ignore[union-attr]  # after close: its close record
     log = govgym.audit.read(path)
     assert log.last_hash == kept and log.records_after(kept) == 0
     whole = run("audit", "verify", str(path), "--last-hash", kept)
     assert whole.returncode == 0 and f"last hash {kept}" in whole.stdout
     assert "is the last one" in whole.stdout
     lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(lines[:-2]))  # the last two records removed: the chain holds
-    assert run("audit", "verify", str(path)).returncode == 0
+    path.write_text("".join(lines[:-2]))  # the last two records removed: the chain holds,
+    # and without its close record the session is reported as not closed
+    unclosed = run("audit", "verify", str(path))
+    assert unclosed.returncode == 1 and "NOT CLOSED" in unclosed.stderr
+    assert run("audit", "verify", "--allow-open", str(path)).returncode == 0
     cut = run("audit", "verify", str(path), "--last-hash", kept)
     assert cut.returncode == 1 and f"no record has the hash {kept}" in cut.stderr
     assert govgym.audit.read(path).records_after(kept) is None
@@ -137,7 +140,7 @@ def test_audit_verify_against_a_last_hash_kept_apart_finds_cut_off_records(tmp_p
     again.step(0)
     again.close()  # the log went on from the kept record: fine, and said
     later = run("audit", "verify", str(path), "--last-hash", kept)
-    assert later.returncode == 0 and "followed by 1 record(s)" in later.stdout
+    assert later.returncode == 0 and "followed by 1 decision(s)" in later.stdout
     assert run("audit", "verify", str(path), "--last-hash", "abc").returncode == 2
 
 

@@ -9,6 +9,7 @@ behaviour that holds and that the rewrites could easily break.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -107,10 +108,17 @@ def test_every_line_is_the_documented_json_whatever_the_caches_hold(
                     appended[i].append(dict(run=runs[i], episode=episode, step=step, agent=agent,
                                             proposal=[action], verdict=verdict, cost=cost,
                                             delta=delta, violations=violations))
-    for path, calls in zip(paths, appended, strict=True):
-        lines = path.read_text(encoding="utf-8").split("\n")[:-1]  # not splitlines(): U+2028
+    for path, calls, run_id in zip(paths, appended, runs, strict=True):
+        *lines, closing = path.read_text(encoding="utf-8").split("\n")[:-1]  # not splitlines(): U+2028
         records = records_of(path)
         assert len(lines) == len(records) == len(calls)
+        close = json.loads(closing)  # the session's close record, as documented
+        assert list(close) == ["seq", "time", "run", "event", "decisions", "by", "govgym", "prev",
+                               "hash"]
+        assert (close["run"], close["event"], close["decisions"], close["by"]) == (
+            run_id, "close", len(calls), "close")
+        assert close["prev"] == records[-1]["hash"] == hashlib.sha256(
+            lines[-1][:lines[-1].index(',"hash":')].encode()).hexdigest()
         for line, record, call in zip(lines, records, calls, strict=True):
             written = re.sub(r'"time":[0-9.e-]+,', '"time":0,', line)
             assert written == _reference_line(record, **call)

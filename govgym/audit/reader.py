@@ -20,8 +20,41 @@ _TAIL = re.compile(r',"hash":"([0-9a-f]{64})"}$')
 
 
 @dataclass
+class Session:
+    """The decisions one recorder wrote, ended by its close record.
+
+    ``closed`` is False for decisions that no close record ends: their recorder ended
+    without closing (a crash, a killed vector-env worker) or is still writing, and the
+    decisions after its last flush may be missing. Unclosed decisions of several such
+    recorders are told apart where the run id changes. ``first_line`` and ``last_line``
+    are 1-based lines of the file (the close record's, for a closed session)."""
+
+    run: Any
+    first_line: int
+    last_line: int
+    decisions: int = 0
+    closed: bool = False
+    closed_by: str | None = None
+
+    def describe(self) -> str:
+        where = (f"line {self.first_line}" if self.first_line == self.last_line
+                 else f"lines {self.first_line}-{self.last_line}")
+        if self.closed:
+            return f"run {self.run!r} ({where}): {self.decisions} decision(s), closed"
+        return (f"run {self.run!r} ({where}): {self.decisions} decision(s), NOT CLOSED: its "
+                "recorder ended without close() (a crash, a killed worker) or is still "
+                "writing; decisions after its last flush may be missing")
+
+
+@dataclass
 class AuditLog:
     """A read audit log.
+
+    ``records`` holds its decisions (one per governed step, in order) and ``sessions``
+    the recorders that wrote them (see :class:`Session`; the close record that ends a
+    session is in the chain, and in :attr:`last_hash`, but not in ``records``);
+    ``unclosed`` lists the sessions without their close record, whose last decisions
+    may be missing.
 
     ``ok`` is True when every complete record chains to the one before it.
     ``first_broken`` is the 1-based line of the first record that does not (``None``
@@ -49,6 +82,21 @@ class AuditLog:
     torn: list[int] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
     not_a_log: bool = False
+    sessions: list[Session] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        """In a few words: ``"intact"``, ``"intact, 1 session(s) NOT CLOSED"`` or
+        ``"BROKEN at line 7"``."""
+        if not self.ok:
+            return f"BROKEN at line {self.first_broken}"
+        unclosed = len(self.unclosed)
+        return f"intact, {unclosed} session(s) NOT CLOSED" if unclosed else "intact"
+
+    @property
+    def unclosed(self) -> list[Session]:
+        """The sessions that lack their close record (their last decisions may be missing)."""
+        return [session for session in self.sessions if not session.closed]
 
     def invalid_records(self) -> list[tuple[int, str]]:
         """``(line, problem)`` of each record :func:`summarize` cannot count (a record
@@ -58,20 +106,23 @@ class AuditLog:
 
     @property
     def last_hash(self) -> str:
-        """The hash of the last verified record (``GENESIS`` for a log without one): what
-        ``Recorder.last_hash`` said when the log was written, unless records were lost
-        from its end. See :meth:`records_after`."""
-        return self.records[-1]["hash"] if self.records else GENESIS
+        """The hash of the last verified record, a session's close record included
+        (``GENESIS`` for a log without one): what ``Recorder.last_hash`` said when the log
+        was written, unless records were lost from its end. See :meth:`records_after`."""
+        return self._chain[-1][0] if self._chain else GENESIS
 
     def records_after(self, last_hash: str) -> int | None:
-        """How many verified records follow the one whose hash is ``last_hash`` (0 when
-        the log still ends there; ``GENESIS`` is the start); ``None`` when no record has
-        that hash: the records up to it were cut off the log or rewritten."""
+        """How many verified decisions follow the record whose hash is ``last_hash`` (0
+        when the log still ends there, or only its session's close record follows;
+        ``GENESIS`` is the start); ``None`` when no record has that hash: the records up
+        to it were cut off the log or rewritten."""
         if last_hash == GENESIS:
             return len(self.records)
-        for index in range(len(self.records) - 1, -1, -1):
-            if self.records[index]["hash"] == last_hash:
-                return len(self.records) - 1 - index
+        after = 0
+        for digest, decision in reversed(self._chain):
+            if digest == last_hash:
+                return after
+            after += decision
         return None
 
     @property
@@ -79,6 +130,8 @@ class AuditLog:
         return bool(self.torn) and self.torn[-1] == self._line_count
 
     _line_count: int = 0
+    #: (hash, is a decision) of every verified record, open and close records too
+    _chain: list[tuple[str, bool]] = field(default_factory=list, repr=False)
 
 
 def _break(log: AuditLog, line: int, problem: str) -> AuditLog:
@@ -138,11 +191,73 @@ def _show(value: Any) -> str:
 
 
 def read(path: str | os.PathLike[str]) -> AuditLog:
-    """Read ``path``, verifying each record's hash and its link to the one before.
+    """Read ``path``, verifying each record's hash and its link to the one before, and
+    that each close record ends decisions of its own run.
 
     Reading stops at the first broken record; the records before it are returned.
     """
-    log = AuditLog(Path(path))
+    return _sessions(_read_chain(Path(path)))
+
+
+def _sessions(log: AuditLog) -> AuditLog:
+    """``log`` (every verified record in ``records``) split into its decisions and its
+    sessions. A close record counts its session's decisions: the ones before those,
+    back to the previous close record, were written by recorders that did not close.
+    A close record that claims more decisions than precede it, or decisions of another
+    run, breaks the chain (no recorder writes one)."""
+    chain, chain_lines = log.records, log.lines
+    log.records, log.lines = [], []
+    pending: list[tuple[dict[str, Any], int]] = []  # decisions since the last close record
+    for record, line in zip(chain, chain_lines, strict=True):
+        event = record.get("event")
+        if event is None:
+            pending.append((record, line))
+        elif event == "close":
+            count, run = record.get("decisions"), record.get("run")
+            problem = None
+            if type(count) is not int or not 1 <= count <= len(pending):
+                problem = (f"a close record counting {_show(count)} decision(s), after "
+                           f"{len(pending)} not yet closed")
+            elif any(r.get("run") != run for r, _ in pending[-count:]):
+                problem = f"a close record of run {_show(run)} after decisions of another run"
+            if problem is not None:
+                _unclosed(log, pending)
+                return _break(log, line, problem)
+            _unclosed(log, pending[:-count])
+            by = record.get("by")
+            log.sessions.append(Session(run, pending[-count][1], line, count, closed=True,
+                                        closed_by=by if isinstance(by, str) else None))
+            _decisions(log, pending[-count:])
+            pending = []
+        else:
+            _unclosed(log, pending)
+            return _break(log, line, f"a record with an unknown event {_show(event)}")
+        log._chain.append((record["hash"], event is None))
+    _unclosed(log, pending)
+    return log
+
+
+def _decisions(log: AuditLog, pending: list[tuple[dict[str, Any], int]]) -> None:
+    for record, line in pending:
+        log.records.append(record)
+        log.lines.append(line)
+
+
+def _unclosed(log: AuditLog, pending: list[tuple[dict[str, Any], int]]) -> None:
+    """Decisions no close record ends, as sessions (one per run id, where it changes)."""
+    start = 0
+    for index in range(1, len(pending) + 1):
+        if index == len(pending) or pending[index][0].get("run") != pending[start][0].get("run"):
+            part = pending[start:index]
+            log.sessions.append(Session(part[0][0].get("run"), part[0][1], part[-1][1], len(part)))
+            start = index
+    _decisions(log, pending)
+
+
+def _read_chain(path: Path) -> AuditLog:
+    """Read ``path``, verifying each record's hash and its link to the one before; every
+    verified record in ``records``."""
+    log = AuditLog(path)
     prev = GENESIS
     expected_seq: int | None = None
     # bytes, decoded line by line: a crash can cut a line inside a UTF-8 character

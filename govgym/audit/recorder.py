@@ -25,6 +25,16 @@ the file; wrapped here)::
   first): changing, removing or reordering any record breaks the chain from there on,
   and :func:`govgym.audit.read` names the first broken record.
 
+A recorder's decisions are one *session*, which its close record ends:
+``{"seq":..,"time":..,"run":..,"event":"close","decisions":N,"by":"close","govgym":"0.1.0",
+"prev":..,"hash":..}``, written by :meth:`Recorder.close` (``"by":"exit"``: by the garbage
+collector or at interpreter exit, without a ``close()``); ``N`` counts the session's
+decisions, so the reader knows where the session began. Decisions that no close record
+ends come from a recorder that ended otherwise (a crash, a killed vector-env worker) or
+is still writing, and the ones after its last flush may be missing:
+:func:`govgym.audit.read` lists them in ``AuditLog.unclosed``, and ``govgym audit
+verify`` fails on them. A recorder that records no decision writes nothing.
+
 :meth:`Recorder.append` serialises and hashes the record at once (so the line holds the
 values as they were at that step, even if the caller changes them later) and buffers the
 line; :meth:`Recorder.flush` writes the buffered lines and flushes the file. Flushes
@@ -596,11 +606,33 @@ def _open_locked(path: Path) -> tuple[IO[bytes], bool]:
     raise RuntimeError(f"audit log {path} keeps being removed while it is opened")
 
 
-def _finalize(fh: IO[bytes], lines: list[str], path: Path, created: bool) -> None:
+_LINE_END = re.compile(r'\{"seq":(\d+),.*,"hash":"([0-9a-f]{64})"\}\n', re.DOTALL)
+
+
+def _finalize(fh: IO[bytes], lines: list[str], path: Path, created: bool,
+              session: dict[str, Any]) -> None:
+    """Close a recorder's file: its buffered lines and its session's close record
+    written (nothing, when it recorded no decision: the file removed if it made it)."""
     if not fh.closed:
         try:
-            if lines:
+            if lines:  # where the chain ends: the last buffered line, else the file
+                end = _LINE_END.fullmatch(lines[-1])
+                seq, prev = int(end.group(1)), end.group(2)  # type: ignore[union-attr]
+            else:
+                seq, prev = _last_record(path)
+            if seq > session["start_seq"]:  # decisions were recorded: the session ends here
+                body = (f'{{"seq":{seq + 1},"time":{time_ns() // 1000}e-6,"run":{session["run_json"]},'
+                        f'"event":"close","decisions":{seq - session["start_seq"]},'
+                        f'"by":"{session["by"]}","govgym":{session["version"]},"prev":"{prev}"')
+                try:
+                    encoded = body.encode()
+                except UnicodeEncodeError:  # a lone surrogate in the run id, as in append
+                    body = _escape_surrogates(body)
+                    encoded = body.encode()
+                digest = sha256(encoded).hexdigest()
+                lines.append(f'{body},"hash":"{digest}"}}\n')
                 _write(fh, lines)
+                session["closed_at"] = (seq + 1, digest)
             elif created and os.fstat(fh.fileno()).st_size == 0:
                 # a file this recorder created and never wrote to (an env never closed)
                 with contextlib.suppress(OSError):  # removed under the lock, before release
@@ -660,15 +692,20 @@ class Recorder:
         except BaseException:
             self._fh.close()
             raise
-        self._first_seq = self._seq
         self._closed = False
         self._forked = False  # a forked child's copy (see _forked_child)
         self._pid = os.getpid()
         if self._fh.tell() > 0 and not self._ends_with_newline():
             self._fh.write(b"\n")  # terminate a torn line so the chain resumes on its own line
         self._lines: list[str] = []  # finished lines, not yet written
+        import govgym  # imported by now: this module is part of it
+
+        # what the finalizer needs to write the session's close record, and tells back
+        self._session: dict[str, Any] = {
+            "start_seq": self._seq, "run_json": self._run_json, "by": "exit",
+            "version": _encode(govgym.__version__), "closed_at": None}
         self._finalizer = weakref.finalize(self, _finalize, self._fh, self._lines, self.path,
-                                           self._created)
+                                           self._created, self._session)
         _OPEN.add(self)
 
     def _closed_error(self) -> ValueError:
@@ -743,29 +780,37 @@ class Recorder:
 
     @property
     def last_hash(self) -> str:
-        """The hash of the last record appended (``GENESIS`` before any). A hash chain
-        shows any change to the records it holds but not the loss of its last ones (a
-        file cut at a line end still verifies): keep this value apart from the log, and
-        ``govgym audit verify FILE --last-hash HASH`` shows whether the log still ends
-        there (or went on from there)."""
-        return self._prev
+        """The hash of the last record appended; after :meth:`close`, of the session's
+        close record. A hash chain shows any change to the records it holds but not the
+        loss of its last ones (a file cut at a line end still verifies, and decisions cut
+        off with their close record are only reported as unclosed): keep this value apart
+        from the log, and ``govgym audit verify FILE --last-hash HASH`` shows whether the
+        log still ends there (or went on from there)."""
+        closed_at = self._session["closed_at"]
+        return self._prev if closed_at is None else closed_at[1]
 
     @property
     def records_written(self) -> int:
-        """Sequence number of the last record written, plus one (file-wide)."""
-        return self._seq + 1 - len(self._lines)
+        """Sequence number of the last record written, plus one (file-wide; a close
+        record counts)."""
+        closed_at = self._session["closed_at"]
+        return self._seq + 1 - len(self._lines) if closed_at is None else closed_at[0] + 1
 
     @property
     def closed(self) -> bool:
         return self._fh.closed
 
     def close(self) -> None:
-        """Write what is buffered and release the file. A file this recorder created and
-        never wrote a record to is removed (the throwaway env ``AsyncVectorEnv`` builds
-        to read the spaces leaves no empty log behind)."""
+        """Write what is buffered and the session's close record, and release the file.
+        A recorder that recorded no decision writes nothing, and a file it created is
+        removed (the throwaway env ``AsyncVectorEnv`` builds to read the spaces leaves no
+        empty log behind)."""
         self._closed = True
         _OPEN.discard(self)
-        self._finalizer()  # writes what is buffered; removes an empty file it created
+        if self._finalizer.alive:
+            self._session["by"] = "close"
+        self._finalizer()  # writes what is buffered and the close record; removes an
+                           # empty file it created
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError(

@@ -249,8 +249,11 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     not exit normally unless the vector env is closed: Gymnasium's ``AsyncVectorEnv``
     (also when it is garbage-collected) and SB3's ``SubprocVecEnv`` otherwise stop them,
     and the records since each worker's last flush are lost, so call ``envs.close()``
-    (``flush_every=1`` writes every record at once). A log cut short that way still
-    verifies (no hash chain can show a lost tail): keep ``recorder.last_hash`` to check.
+    (``flush_every=1`` writes every record at once). Such a worker's session lacks the
+    close record a recorder writes when it is closed (or at a normal exit), so
+    :func:`govgym.audit.read` lists it in ``unclosed`` and ``govgym audit verify`` fails
+    on it; keep ``recorder.last_hash`` (after ``close``) to check that a log still ends
+    where it did.
     A process forked from this one does not write to this log (its copy refuses to
     record, and drops the records buffered here, which this process writes).
 
