@@ -223,6 +223,14 @@ def _sessions(log: AuditLog) -> AuditLog:
             if problem is not None:
                 _unclosed(log, pending)
                 return _break(log, line, problem)
+            first = pending[-count][1]
+            inside = [torn for torn in log.torn if first < torn < line]
+            if inside:  # a crash ends its recorder's session: this line was put there
+                _unclosed(log, [d for d in pending if d[1] < inside[0]])
+                log.torn = [torn for torn in log.torn if torn < inside[0]]
+                return _break(log, inside[0], "a cut-off record inside a session that its close "
+                                              "record ends (a crash would have ended the session "
+                                              "there: the line was inserted)")
             _unclosed(log, pending[:-count])
             by = record.get("by")
             log.sessions.append(Session(run, pending[-count][1], line, count, closed=True,

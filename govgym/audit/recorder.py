@@ -53,6 +53,7 @@ anything else takes the general JSON encoder, and produces the same text.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import operator
@@ -120,6 +121,10 @@ def summarize_action(action: Any) -> Any:
         return action if len(action) <= _MAX_TEXT else _cut(action, _MAX_TEXT)
     tolist = getattr(action, "tolist", None)
     if tolist is not None:
+        extended = _EXTENDED.get(getattr(action, "dtype", None))
+        if extended is not None:  # long double: its tolist() gives NumPy scalars JSON cannot take
+            action = action.astype(extended)
+            tolist = action.tolist
         size = getattr(action, "size", None)  # NumPy's; torch's is a method
         if type(size) is not int:
             size = _size(action)
@@ -151,7 +156,9 @@ def summarize_action(action: Any) -> Any:
 
 
 #: NumPy's number dtypes (a set lookup: faster than reading ``dtype.kind``)
-_NUMERIC_DTYPES = frozenset(np.dtype(code) for code in "?bhilqBHILQefdgFDG")
+_NUMERIC_DTYPES = frozenset(np.dtype(code) for code in "?bhilqBHILQefdFD")
+#: long double (real and complex) as the widest type whose values Python holds
+_EXTENDED = {np.dtype("g"): np.dtype("d"), np.dtype("G"): np.dtype("D")}
 
 
 def _size(array: Any) -> int | None:
@@ -257,7 +264,10 @@ def _meaning_value(value: Any, nested: bool) -> Any:
     if isinstance(value, str):
         return value if len(value) <= _MAX_TEXT else _cut(value, _MAX_TEXT)
     if getattr(value, "shape", None) == () and hasattr(value, "item"):  # a NumPy scalar
-        return _meaning_value(value.item(), nested)
+        item = value.item()
+        if type(item) is type(value):  # a long double stays one: as the nearest float
+            item = complex(item) if np.iscomplexobj(item) else float(item)
+        return _meaning_value(item, nested)
     if isinstance(value, bool | int | float):  # subclasses: IntEnum, ...
         return bool(value) if isinstance(value, bool) else (
             float(value) if isinstance(value, float) else int(value))
@@ -315,7 +325,12 @@ def _default(value: Any) -> Any:
     """What JSON cannot write as is: NumPy arrays and scalars as Python values, anything
     else as its ``str``."""
     tolist = getattr(value, "tolist", None)
-    return tolist() if callable(tolist) else str(value)
+    if not callable(tolist):
+        return str(value)
+    extended = _EXTENDED.get(getattr(value, "dtype", None))
+    if extended is not None:  # long double: tolist() gives it back unchanged
+        return value.astype(extended).tolist()
+    return tolist()
 
 
 def _make_encode() -> Any:
@@ -555,12 +570,17 @@ def _write(fh: IO[bytes], lines: list[str]) -> None:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: a high surrogate right before a low one, or that low one: two code points that JSON's
+#: escapes would read back as the single character they encode
+_PAIRED = re.compile("[\ud800-\udbff](?=[\udc00-\udfff])|(?<=[\ud800-\udbff])[\udc00-\udfff]")
 
 
 def _escape_surrogates(text: str) -> str:
     """``text`` with each lone surrogate written as a JSON ``\\uXXXX`` escape: only a JSON
-    string can hold one, and the escape reads back as the same character."""
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    string can hold one, and the escape reads back as the same character. Two that would
+    read back as one character (a high surrogate before a low one) are each written as
+    U+FFFD instead: the record must not show a character that was not there."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", _PAIRED.sub("\ufffd", text))
 
 
 def _lock(fh: IO[str], path: Path) -> None:
@@ -577,6 +597,14 @@ def _lock(fh: IO[str], path: Path) -> None:
             "or give each env its own file, e.g. audit_path='runs/audit-{run}.jsonl': {run} "
             "becomes the env's run id)"
         ) from None
+
+
+def _starts_like_a_log(path: Path) -> bool:
+    """Whether a file without a complete record begins as a record does (what a crash in
+    a recorder's first write leaves, possibly after the NUL bytes of a power loss)."""
+    with path.open("rb") as fh:
+        head = fh.read(64).lstrip(b"\0")
+    return not head or head.startswith(b'{"seq":') or b'{"seq":'.startswith(head.rstrip(b"\0\n"))
 
 
 def _open_locked(path: Path) -> tuple[IO[bytes], bool]:
@@ -676,12 +704,24 @@ class Recorder:
 
     def __init__(self, path: str | os.PathLike[str], run_id: str | None = None,
                  flush_every: int = 1024) -> None:
-        if flush_every < 1:
-            raise ValueError(f"flush_every must be >= 1, got {flush_every}")
+        try:
+            every = operator.index(flush_every)  # an int, a NumPy int; not 2.5, "10" or True
+        except TypeError:
+            every = None
+        if every is None or isinstance(flush_every, bool) or every < 1:
+            raise ValueError(f"flush_every must be a whole number >= 1, got {flush_every!r}")
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise ValueError(f"run_id must be a non-empty string (or None for a random one), "
+                             f"got {run_id!r}")
+        if not str(path):
+            raise ValueError("the audit log's path is empty")
         self.path = Path(path)
+        if self.path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a folder, not a file for an audit log",
+                                    str(self.path))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.run_id = run_id or uuid.uuid4().hex[:12]
-        self.flush_every = flush_every
+        self.flush_every = every
         self._run_json = _encode(self.run_id)
         self._episode: Any = None  # the episode self._head was built for
         self._head = _head(self._run_json, None)
@@ -689,6 +729,10 @@ class Recorder:
         # read under the lock: a recorder that closed just before cannot leave a stale tail
         try:
             self._seq, self._prev = _last_record(self.path)
+            if self._seq < 0 and self._fh.tell() > 0 and not _starts_like_a_log(self.path):
+                raise ValueError(
+                    f"{self.path} is not an audit log (it holds no audit record): a recorder "
+                    "appends only to a log, or to a new file")
         except BaseException:
             self._fh.close()
             raise
@@ -805,6 +849,8 @@ class Recorder:
         A recorder that recorded no decision writes nothing, and a file it created is
         removed (the throwaway env ``AsyncVectorEnv`` builds to read the spaces leaves no
         empty log behind)."""
+        if not self._fh.closed and self._lines:
+            self.flush()  # first: if it fails, the lines stay buffered and close() can be retried
         self._closed = True
         _OPEN.discard(self)
         if self._finalizer.alive:

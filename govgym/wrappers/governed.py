@@ -353,8 +353,17 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if audit_path is not None:
             import uuid
 
+            if run_id is not None and (not isinstance(run_id, str) or not run_id):
+                raise ValueError(f"run_id must be a non-empty string (or None for a random "
+                                 f"one), got {run_id!r}")
+            if not fspath(audit_path):
+                raise ValueError("audit_path is empty: give a file, e.g. 'runs/audit-{run}.jsonl'")
             run = run_id or uuid.uuid4().hex[:12]
-            path = str(audit_path).replace("{run}", run)
+            template = str(fspath(audit_path))
+            if "{run}" in template and ("/" in run or "\\" in run or run in (".", "..")):
+                raise ValueError(f"run_id {run!r} would take audit_path {template!r} out of its "
+                                 "folder ({run} becomes the run id): use one without / or \\")
+            path = template.replace("{run}", run)
             try:
                 self.recorder = Recorder(path, run_id=run, flush_every=flush_every)
             except RuntimeError as exc:
@@ -371,6 +380,7 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 self.recorder.close()
             raise
         self._step = 0
+        self._refuse_steps = False  # set by close() when there is an audit log
         self._last_obs: Any = None
         self._episode_cost = 0.0
         self._episode_violations = 0
@@ -576,33 +586,45 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         # The hot path of every governed run, so calls and lookups are kept few: the
         # common cases (no rules; no pre-step rules; a Discrete int action) skip work, and
         # the end of a step is written out in both branches rather than called.
+        if self._refuse_steps:  # the log is closed: the world must not run unrecorded
+            raise gym.error.Error(
+                f"step() on a closed GovernedEnv: its audit log {self.recorder.path} is "  # type: ignore[union-attr]
+                "closed, so the step could not be recorded; build a new env")
+        # the proposal as it came, before the world sees it (a world may edit it in place)
+        proposed = [action] if type(action) is int else summarize_action(action)
         if self._unruled:  # no rules and no describe(): only the info contract and record
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            raw_reward = reward if type(reward) is float else float(reward)
-            delta = self._clean_bonus
-            # the contract's keys (cost 0.0, episode totals 0: no rules) after the world's
-            info = StepInfo(self._info_unruled) if not info else _merged(info, self._info_unruled)
-            if type(action) is int:  # summarize_action's answer, without the call
-                proposed, executed = [action], [action]
-            else:
-                proposed, executed = summarize_action(action), summarize_action(action)
-            info["governance"] = governance = _GOVERNANCE.copy()
-            governance["violations"] = []
-            governance["proposed_action"] = proposed
-            governance["executed_action"] = executed
-            governance["raw_reward"] = raw_reward
-            governance["reward_delta"] = delta
+            try:
+                obs, reward, terminated, truncated, info = self.env.step(action)
+            except Exception as exc:
+                self._failed(proposed, "allow", "in the world's step", exc)
+                raise
+            try:
+                raw_reward = reward if type(reward) is float else float(reward)
+                delta = self._clean_bonus
+                # the contract's keys (cost 0.0, episode totals 0: no rules) after the world's
+                info = StepInfo(self._info_unruled) if not info else _merged(info, self._info_unruled)
+                executed = [action] if type(action) is int else summarize_action(action)
+                info["governance"] = governance = _GOVERNANCE.copy()
+                governance["violations"] = []
+                governance["proposed_action"] = proposed
+                governance["executed_action"] = executed
+                governance["raw_reward"] = raw_reward
+                governance["reward_delta"] = delta
+            except Exception as exc:
+                self._failed(proposed, "allow", "after the world's step", exc)
+                raise
             # the end of a step, as below
-            recorder = self.recorder
-            if recorder is not None:
-                recorder.append(self._episode, self._step, proposed, "allow", [], 0.0, delta)
-            step = self._step = self._step + 1
+            this_step = self._step
+            step = self._step = this_step + 1
             self._last_obs = obs
             limit = self.max_episode_steps
             if limit is not None and step >= limit:  # as Gymnasium's TimeLimit
                 truncated = True
-            if recorder is not None and (terminated or truncated):
-                recorder.flush()
+            recorder = self.recorder
+            if recorder is not None:
+                recorder.append(self._episode, this_step, proposed, "allow", [], 0.0, delta)
+                if terminated or truncated:
+                    recorder.flush()
             return obs, raw_reward + delta if delta else raw_reward, terminated, truncated, info
         if self._judges_proposals:
             proposal = self.propose(action)
@@ -625,64 +647,71 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 to_run, substitute = found
         runs = verdict <= _REPLACE  # allow, warn or replace
         if runs:
-            obs, reward, terminated, truncated, info = self.env.step(to_run)
-            meaning = proposed_meaning if to_run is action else (
-                self._describe(to_run) if self._describe is not None else {})
-        else:
-            if self._episode < 0:  # no observation to return: as the world's step would say
-                raise gym.error.ResetNeeded("Cannot call env.step() before calling env.reset()")
-            if self._world_blocked_step is not None:  # the world counts it and says why
-                obs, truncated, info = self._world_blocked_step(
-                    action, [f"{v.rule}/{v.code}: {v.message}" for v in pre.violations])
-                info, truncated = dict(info), bool(truncated)
-            else:  # a copy: callers may keep and modify the observation of an earlier step
-                obs, info, truncated = _snapshot(self._last_obs), self._idle_info(), False
-            reward, terminated = 0.0, False
-            meaning, to_run = {}, None
-        raw_reward = reward if type(reward) is float else float(reward)
-        post = self._kernel.review(
-            Outcome(obs, raw_reward, terminated, truncated, info, to_run, runs, meaning, None,
-                    proposal), self._ctx)
-        if verdict == _TERMINATE or post.verdict == _TERMINATE:  # ended by policy
-            stopped_by_policy = terminated = True
-        else:
-            stopped_by_policy = False
-        final = verdict if verdict >= post.verdict else post.verdict
-        # the contract's keys (cost_<rule> 0.0 to start with) after the world's
-        info = StepInfo(self._info_ruled) if not info else _merged(info, self._info_ruled)
-        pre_found, post_found = pre.violations, post.violations
-        if pre_found or post_found:  # (a replace verdict always has pre_found)
-            violations, cost, delta = self._tally(info, verdict, pre, post, runs, substitute)
-        else:  # the common case: nothing to tally, no shaping
-            violations, cost, delta = [], 0.0, self._clean_bonus
-        info["cost"] = cost
-        # summarize_action's answer for an int, without the call
-        proposed = [action] if type(action) is int else summarize_action(action)
-        executed = (None if to_run is None
-                    else [to_run] if type(to_run) is int else summarize_action(to_run))
-        final_name = _VERDICT_NAMES[final]
-        info["governance"] = governance = _GOVERNANCE.copy()
-        governance["verdict"] = final_name
-        governance["violations"] = violations
-        governance["proposed_action"] = proposed
-        governance["executed_action"] = executed
-        governance["terminated_by_policy"] = stopped_by_policy
-        governance["raw_reward"] = raw_reward
-        governance["reward_delta"] = delta
-        if broken_repairs:
-            governance["repair_errors"] = broken_repairs
-        # the end of every step: the audit record, running episode totals, the step limit
-        recorder = self.recorder
-        if recorder is not None:
+            try:
+                obs, reward, terminated, truncated, info = self.env.step(to_run)
+            except Exception as exc:
+                self._failed(proposed, _VERDICT_NAMES[verdict], "in the world's step", exc,
+                             to_run is not action, to_run, pre)
+                raise
+        try:
+            if runs:
+                meaning = proposed_meaning if to_run is action else (
+                    self._describe(to_run) if self._describe is not None else {})
+            else:
+                if self._episode < 0:  # no observation to return: as the world's step would say
+                    raise gym.error.ResetNeeded("Cannot call env.step() before calling env.reset()")
+                if self._world_blocked_step is not None:  # the world counts it and says why
+                    obs, truncated, info = self._world_blocked_step(
+                        action, [f"{v.rule}/{v.code}: {v.message}" for v in pre.violations])
+                    info, truncated = dict(info), bool(truncated)
+                else:  # a copy: callers may keep and modify the observation of an earlier step
+                    obs, info, truncated = _snapshot(self._last_obs), self._idle_info(), False
+                reward, terminated = 0.0, False
+                meaning, to_run = {}, None
+            raw_reward = reward if type(reward) is float else float(reward)
+            post = self._kernel.review(
+                Outcome(obs, raw_reward, terminated, truncated, info, to_run, runs, meaning, None,
+                        proposal), self._ctx)
+            if verdict == _TERMINATE or post.verdict == _TERMINATE:  # ended by policy
+                stopped_by_policy = terminated = True
+            else:
+                stopped_by_policy = False
+            final = verdict if verdict >= post.verdict else post.verdict
+            # the contract's keys (cost_<rule> 0.0 to start with) after the world's
+            info = StepInfo(self._info_ruled) if not info else _merged(info, self._info_ruled)
+            pre_found, post_found = pre.violations, post.violations
+            if pre_found or post_found:  # (a replace verdict always has pre_found)
+                violations, cost, delta = self._tally(info, verdict, pre, post, runs, substitute)
+            else:  # the common case: nothing to tally, no shaping
+                violations, cost, delta = [], 0.0, self._clean_bonus
+            info["cost"] = cost
+            executed = (None if to_run is None
+                        else [to_run] if type(to_run) is int else summarize_action(to_run))
+            final_name = _VERDICT_NAMES[final]
+            info["governance"] = governance = _GOVERNANCE.copy()
+            governance["verdict"] = final_name
+            governance["violations"] = violations
+            governance["proposed_action"] = proposed
+            governance["executed_action"] = executed
+            governance["terminated_by_policy"] = stopped_by_policy
+            governance["raw_reward"] = raw_reward
+            governance["reward_delta"] = delta
+            if broken_repairs:
+                governance["repair_errors"] = broken_repairs
             summary = proposed
             if proposed_meaning:
                 summary = {"action": proposed, "meaning": summarize_meaning(proposed_meaning)}
-            extra = {"executed_action": executed} if to_run is not action else None
-            if broken_repairs:
-                extra = {**(extra or {}), "repair_errors": broken_repairs}
-            recorder.append(self._episode, self._step, summary, final_name, violations, cost, delta,
-                            extra=extra)
-        step = self._step = self._step + 1
+        except gym.error.ResetNeeded:
+            raise  # nothing ran, nothing to record
+        except Exception as exc:
+            self._failed(proposed, _VERDICT_NAMES[verdict],
+                         "after the world's step" if runs else "in the blocked step", exc,
+                         to_run is not action, to_run, pre)
+            raise
+        # the end of every step: the step counted, the running episode totals, the audit
+        # record (last: a failed flush leaves the step counted and its record buffered)
+        this_step = self._step
+        step = self._step = this_step + 1
         # what proposals see and a blocked step returns: a copy when steps can be blocked,
         # as the caller may edit the observation it got in place
         self._last_obs = _snapshot(obs) if self._judges_proposals else obs
@@ -694,9 +723,39 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         limit = self.max_episode_steps
         if limit is not None and step >= limit:  # blocked steps count too; as TimeLimit does
             truncated = True
-        if recorder is not None and (terminated or truncated):
-            recorder.flush()
+        recorder = self.recorder
+        if recorder is not None:
+            extra = {"executed_action": executed} if to_run is not action else None
+            if broken_repairs:
+                extra = {**(extra or {}), "repair_errors": broken_repairs}
+            recorder.append(self._episode, this_step, summary, final_name, violations, cost, delta,
+                            extra=extra)
+            if terminated or truncated:
+                recorder.flush()
         return obs, raw_reward + delta if delta else raw_reward, terminated, truncated, info
+
+    def _failed(self, proposed: Any, verdict: str, where: str, exc: Exception,
+                substituted: bool = False, to_run: Any = None,
+                pre: Decision | None = None) -> None:
+        """A step that raised once the kernel had decided: counted, and recorded with the
+        verdict ``"error"``, the verdict it had, where it failed and the exception, so the
+        log shows the step (the world may have run) before the exception goes on."""
+        this_step = self._step
+        self._step = this_step + 1
+        if self.recorder is None or self.recorder.closed:
+            return
+        extra: dict[str, Any] = {"error": error_message(exc), "failed": where,
+                                 "decided": verdict}
+        if substituted:
+            extra["executed_action"] = None if to_run is None else summarize_action(to_run)
+        violations = [{**v.as_dict(), "stage": "pre", "executed": False}
+                      for v in (pre.violations if pre is not None else ())]
+        try:
+            self.recorder.append(self._episode, this_step, proposed, "error", violations,
+                                 pre.cost if pre is not None else 0.0, 0.0, extra=extra)
+            self.recorder.flush()
+        except Exception as record_exc:  # the step's own exception is the one to raise
+            exc.add_note(f"and its audit record could not be written: {error_message(record_exc)}")
 
     def _tally(self, info: dict[str, Any], verdict: Verdict, pre: Decision, post: Decision,
                runs: bool, substitute: Decision | None
@@ -794,6 +853,10 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return self._cached_spec
 
     def close(self) -> None:
-        if self.recorder is not None and not self.recorder.closed:
-            self.recorder.close()
-        super().close()
+        recorder = self.recorder
+        try:
+            if recorder is not None and not recorder.closed:
+                self._refuse_steps = True  # the world must not run unrecorded after this
+                recorder.close()
+        finally:  # the world is closed even when the log's last write fails
+            super().close()
