@@ -236,7 +236,8 @@ def _cmd_sql_check(args: argparse.Namespace) -> int:
         if engine["denied"]:
             print("engine would deny: " + "; ".join(str(r) for r in engine.get("reasons", [])))
         else:
-            print("engine would allow it")
+            print("engine's authorizer would allow it (its row caps and VM/time budgets "
+                  "are checked when the statement runs)")
     return 0 if report["verdict"] in ("allow", "warn") else 1
 
 

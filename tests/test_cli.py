@@ -154,6 +154,9 @@ def test_sql_check_verdicts_and_exit_codes() -> None:
     assert pii.returncode == 1 and "pii_read" in pii.stdout and "engine would deny" in pii.stdout
     fine = run("sql", "check", "SELECT name FROM customers WHERE city = 'Oslo'")
     assert fine.returncode == 0 and "verdict: allow" in fine.stdout
+    # the check runs nothing: it must not promise what only running decides (was "engine
+    # would allow it" for a write the engine's row cap refuses)
+    assert "checked when the statement runs" in fine.stdout
     wipe = run("sql", "check", "--policy", "sql-guarded-writes", "DELETE FROM orders")
     assert wipe.returncode == 1 and "verdict: block" in wipe.stdout
     no_sql_rule = run("sql", "check", "--policy", "empty", "SELECT 1")

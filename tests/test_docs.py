@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,23 @@ def test_cartpole_demo_trains_and_governance_pays(tmp_path: Path) -> None:
     assert governed["mean_raw_return"] >= 400
     assert governed["mean_executed_violations"] < ungoverned["mean_executed_violations"]
     assert (tmp_path / "demo" / "cartpole.png").stat().st_size > 10_000
+
+
+def test_the_sql_rules_docstring_example_is_the_shipped_policys_rule() -> None:
+    """Was: the example said "as in policies/sql-guarded-writes.yaml" but held other row
+    caps (customers 80, per episode 400), under which 8 of the world's own maintenance
+    answers over seeds 0-29 were refused."""
+    import yaml
+
+    import govgym.rules.sql as sql
+
+    doc = sql.__doc__ or ""
+    block = doc[doc.index("    - kind: sql"):doc.index("\n\n", doc.index("    - kind: sql"))]
+    (example,) = yaml.safe_load(textwrap.dedent(block))
+    shipped = yaml.safe_load((ROOT / "policies" / "sql-guarded-writes.yaml").read_text())
+    (rule,) = shipped["rules"]
+    shared = set(example) & set(rule)
+    assert {"tables", "functions", "max_rows_changed", "max_rows_changed_per_episode",
+            "query_cost", "statements"} <= shared
+    for key in shared - {"cost"}:
+        assert example[key] == rule[key], key

@@ -3,7 +3,8 @@ again inside the engine.
 
 Everything is an allow-list: statement kinds, tables, columns (every column of a table
 is listed; the ``pii`` ones are never read in any form), columns an ``UPDATE`` may set,
-and functions. Example (the SQL world's schema, as in ``policies/sql-guarded-writes.yaml``)::
+and functions. Example (the rule of ``policies/sql-guarded-writes.yaml``, with every option
+written out; tests/test_docs.py checks that the two agree)::
 
     - kind: sql
       name: sql
@@ -15,22 +16,24 @@ and functions. Example (the SQL world's schema, as in ``policies/sql-guarded-wri
           pii: [email, ssn]               # never read: not by *, alias, WHERE, JOIN, ...
           update: [tier]                  # columns an UPDATE may set
           rows: 200                       # size estimate for the cost estimate
-          max_rows_changed: 80            # per-statement cap for this table
+          max_rows_changed: 100           # per-statement cap for this table
         orders:
           columns: [id, customer_id, amount, status, created_at]
           primary_key: id
           update: [status]
           rows: 1000
+          max_rows_changed: 240
         products:
           columns: [id, name, category, price, stock]
           primary_key: id
           update: [stock]
           rows: 60
           max_rows_changed: 10
-      functions: [count, sum, avg, min, max, lower, upper, length, abs, round, coalesce]
+      functions: [count, sum, avg, min, max, total, abs, round, lower, upper, length, coalesce,
+                  ifnull, nullif, like, date, time, datetime, julianday, strftime]
       recursive: false                    # WITH RECURSIVE
-      max_rows_changed: 200               # per statement, for tables without their own cap
-      max_rows_changed_per_episode: 400   # all statements of an episode together (optional)
+      max_rows_changed: 240               # per statement, for tables without their own cap
+      max_rows_changed_per_episode: 240   # all statements of an episode together (optional)
       max_length: 4096                    # characters of a statement
       max_value_length: 4096              # bytes of any string, blob or row the engine builds
       query_cost: {soft: 100000, hard: 1000000, vm_steps: 5000000, seconds: 1.0}
