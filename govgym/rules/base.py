@@ -160,6 +160,13 @@ class Rule:
         window) overrides this to advance it once per step, not once per agent."""
         return [self.review(outcome, state) for outcome in outcomes]
 
+    def check_spaces(self, observation_space: Any, action_space: Any) -> None:
+        """Raise :class:`FieldError` (the field, and why) if this rule cannot apply to an
+        env with these spaces (an observation entry or action dimension it names that
+        the space does not have). Called when a wrapper is built, so a policy written for
+        another env is refused there, not turned into a ``rule_error`` on every step.
+        Most rules fit any env: no-op."""
+
     def attach(self, world: Any) -> None:
         """Called once with the unwrapped world when a wrapper is built around it.
 

@@ -25,12 +25,14 @@ A ``Discrete`` action may come as an int or an array of one value. An index (``d
 key, range ``index``) that the action does not have, ``values`` on an action of several
 values, or a ``values``/``dims`` value with a fraction (``1.7`` is not action 1) is an
 error of the rule, reported as a critical ``rule_error``: it never silently bans nothing.
+A governed env whose action space already shows such a misfit (an index or dimension
+it lacks, ``values`` on an action of several values) refuses the policy when it is built.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -144,6 +146,28 @@ class ForbiddenActions(Rule):
         self._values = frozenset(params.values)
         self._dims = {d: frozenset(v) for d, v in params.dims.items()}
         self._ranges = params.ranges
+
+    def check_spaces(self, observation_space: Any, action_space: Any) -> None:
+        # by shape, not by class (rules do not import Gymnasium): the action's values
+        shape = getattr(action_space, "shape", None)
+        if not isinstance(shape, tuple) or isinstance(getattr(action_space, "spaces", None),
+                                                      Mapping):
+            return  # a Tuple, Dict, Text action: judged at run time, as given
+        size = int(np.prod(shape, dtype=np.int64))
+        for number, r in enumerate(self.params.ranges):
+            if not -size <= r.index < size:
+                raise FieldError(("ranges", number, "index"), (
+                    f"index {r.index} is outside the action of {size} value(s) "
+                    f"({action_space}): is the policy for another env?"))
+        for dim in self.params.dims:
+            if not 0 <= dim < size:
+                raise FieldError(("dims", dim), (
+                    f"dimension {dim} is outside the action of {size} value(s) "
+                    f"({action_space}): is the policy for another env?"))
+        if self.params.values and size != 1:
+            raise FieldError("values", (
+                f"values ban whole actions of one value; this action has {size} "
+                f"({action_space}): use dims (MultiDiscrete) or ranges (Box)"))
 
     def check(self, proposal: Proposal, state: Any) -> Sequence[Violation]:
         action = proposal.action

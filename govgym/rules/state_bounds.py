@@ -13,12 +13,14 @@ Example policy entry::
 Each bound reads one entry of the flattened observation (``key`` picks an entry of a
 ``Dict`` observation first). All bounds are checked at once with numpy. A bound with
 its own ``severity`` overrides the rule's. A bound gives ``low``, ``high`` or both (the
-one left out is unbounded); a NaN entry is outside every bound.
+one left out is unbounded); a NaN entry is outside every bound. A governed env whose
+observation space lacks a bound's entry (an index past its size, a key it does not have)
+refuses the policy when it is built, naming the bound.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,6 +90,28 @@ class StateBounds(Rule):
         self._flat = None if self._keys else tuple(
             (b.index, b.low, b.high, severity, f"{label}=", f" outside [{b.low:.4g}, {b.high:.4g}]")
             for b, severity, label in zip(bounds, self._severities, self._labels, strict=True))
+
+    def check_spaces(self, observation_space: Any, action_space: Any) -> None:
+        # by shape, not by class: rules do not import Gymnasium (a Box, MultiDiscrete or
+        # MultiBinary has its shape, a Discrete (), a Dict its mapping of spaces)
+        for number, bound in enumerate(self.params.bounds):
+            space = observation_space
+            if bound.key is not None:
+                parts = getattr(space, "spaces", None)
+                if not isinstance(parts, Mapping) or bound.key not in parts:
+                    raise FieldError(("bounds", number, "key"), (
+                        f"key {bound.key!r} is not in the observation space {space}"
+                        + (f" (its keys: {sorted(parts)})" if isinstance(parts, Mapping) else "")))
+                space = parts[bound.key]
+            shape = getattr(space, "shape", None)
+            if not isinstance(shape, tuple) or isinstance(getattr(space, "spaces", None), Mapping):
+                continue  # a Tuple, Text, Graph, Dict: read at run time, as given
+            size = int(np.prod(shape, dtype=np.int64))
+            if not -size <= bound.index < size:
+                raise FieldError(("bounds", number, "index"), (
+                    f"index {bound.index} is outside the observation"
+                    f"{'' if bound.key is None else f' entry {bound.key!r}'} of {size} "
+                    f"value(s) ({space}): is the policy for another env?"))
 
     def _values(self, observation: Any) -> np.ndarray:
         if not self._keys:

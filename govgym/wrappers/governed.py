@@ -422,6 +422,14 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """Detach the current kernel's rules from the world and attach ``kernel``'s; all or
         nothing: if one of them fails to attach, the ones attached are detached, the
         current kernel's are attached again, and the error is raised."""
+        for rule in kernel.rules:  # before anything is attached: a misfit changes nothing
+            try:
+                rule.check_spaces(self.observation_space, self.action_space)
+            except ValueError as exc:  # a rules.base.FieldError (not imported: it needs pydantic)
+                field = ".".join(str(part) for part in getattr(exc, "loc", ()))
+                raise ValueError(
+                    f"policy {kernel.policy.name!r} does not fit this env: rule {rule.name!r} "
+                    f"({rule.kind}), field {field}: {exc}") from None
         world = self.env.unwrapped
         current = getattr(self, "_kernel", None)
         old = [] if current is None or current is kernel else current.rules
