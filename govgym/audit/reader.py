@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from govgym.audit.recorder import _NON_FINITE, GENESIS, line_body
+from govgym.audit.recorder import _NON_FINITE, GENESIS, line_body, starts_like_a_record
 
 __all__ = ["AuditLog", "read", "summarize"]
 
@@ -130,7 +130,7 @@ class AuditLog:
         return bool(self.torn) and self.torn[-1] == self._line_count
 
     _line_count: int = 0
-    #: (hash, is a decision) of every verified record, open and close records too
+    #: (hash, is a decision) of every verified record, close records too
     _chain: list[tuple[str, bool]] = field(default_factory=list, repr=False)
 
 
@@ -141,14 +141,6 @@ def _break(log: AuditLog, line: int, problem: str) -> AuditLog:
     return log
 
 
-#: Every record line starts with this; so does what a crash leaves of one (or a prefix of it).
-_RECORD_START = b'{"seq":'
-
-
-def _starts_like_a_record(raw: bytes) -> bool:
-    return _RECORD_START.startswith(line_body(raw)[:len(_RECORD_START)])
-
-
 _TORN_SEQ = re.compile(rb'\{"seq":(-?\d+)[,}]')
 
 
@@ -157,7 +149,7 @@ def _not_a_crash(raw: bytes, expected_seq: int | None) -> str | None:
     left of the next record; ``None`` when it can be. A crash leaves a prefix of the
     record being written: it starts like a record and, when its sequence number was
     written, that is the number the next record would have had."""
-    if not _starts_like_a_record(raw):
+    if not starts_like_a_record(raw):
         return ("a line that is neither a record nor what a crash leaves of one "
                 "(text inserted into the log)")
     seq = _TORN_SEQ.match(raw)
@@ -171,7 +163,7 @@ def _no_records(log: AuditLog, raw_lines: list[bytes]) -> AuditLog:
     """``log`` unless it holds a line that is not the start of a record (a recorder that
     crashed in its first write leaves only such a start): with no record, the file is
     not an audit log; with records, the line was inserted and breaks the chain."""
-    junk = [n for n in log.torn if not _starts_like_a_record(raw_lines[n - 1])]
+    junk = [n for n in log.torn if not starts_like_a_record(raw_lines[n - 1])]
     if not junk:
         return log
     if log.records:  # text before the first record: inserted, as anywhere else
@@ -233,7 +225,7 @@ def _sessions(log: AuditLog) -> AuditLog:
                                               "there: the line was inserted)")
             _unclosed(log, pending[:-count])
             by = record.get("by")
-            log.sessions.append(Session(run, pending[-count][1], line, count, closed=True,
+            log.sessions.append(Session(run, first, line, count, closed=True,
                                         closed_by=by if isinstance(by, str) else None))
             _decisions(log, pending[-count:])
             pending = []

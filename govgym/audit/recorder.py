@@ -288,6 +288,16 @@ def line_body(raw: bytes) -> bytes:
     return raw[:-1] if raw.endswith(b"\r") else raw
 
 
+#: Every record line starts with this; so does what a crash leaves of one (or a prefix of it).
+_RECORD_START = b'{"seq":'
+
+
+def starts_like_a_record(raw: bytes) -> bool:
+    """Whether a log line begins as a record does, or is a prefix of that beginning
+    (what a crash leaves of the record it was writing)."""
+    return _RECORD_START.startswith(line_body(raw)[:len(_RECORD_START)])
+
+
 _LAST_RECORD = re.compile(rb'\{"seq":(\d+),.*,"hash":"([0-9a-f]{64})"\}', re.DOTALL)
 
 
@@ -583,6 +593,16 @@ def _escape_surrogates(text: str) -> str:
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", _PAIRED.sub("\ufffd", text))
 
 
+def new_run_id(run_id: Any = None) -> str:
+    """``run_id`` if it is a non-empty string, a random one for ``None``; else ValueError."""
+    if run_id is None:
+        return uuid.uuid4().hex[:12]
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(f"run_id must be a non-empty string (or None for a random one), "
+                         f"got {run_id!r}")
+    return run_id
+
+
 def _lock(fh: IO[str], path: Path) -> None:
     """One recorder per file: two would each continue the chain from where it stood when
     they opened it, and interleave two chains. (POSIX advisory lock, released on close.)"""
@@ -601,10 +621,9 @@ def _lock(fh: IO[str], path: Path) -> None:
 
 def _starts_like_a_log(path: Path) -> bool:
     """Whether a file without a complete record begins as a record does (what a crash in
-    a recorder's first write leaves, possibly after the NUL bytes of a power loss)."""
+    a recorder's first write leaves)."""
     with path.open("rb") as fh:
-        head = fh.read(64).lstrip(b"\0")
-    return not head or head.startswith(b'{"seq":') or b'{"seq":'.startswith(head.rstrip(b"\0\n"))
+        return starts_like_a_record(fh.read(len(_RECORD_START)))
 
 
 def _open_locked(path: Path) -> tuple[IO[bytes], bool]:
@@ -634,9 +653,6 @@ def _open_locked(path: Path) -> tuple[IO[bytes], bool]:
     raise RuntimeError(f"audit log {path} keeps being removed while it is opened")
 
 
-_LINE_END = re.compile(r'\{"seq":(\d+),.*,"hash":"([0-9a-f]{64})"\}\n', re.DOTALL)
-
-
 def _finalize(fh: IO[bytes], lines: list[str], path: Path, created: bool,
               session: dict[str, Any]) -> None:
     """Close a recorder's file: its buffered lines and its session's close record
@@ -644,20 +660,15 @@ def _finalize(fh: IO[bytes], lines: list[str], path: Path, created: bool,
     if not fh.closed:
         try:
             if lines:  # where the chain ends: the last buffered line, else the file
-                end = _LINE_END.fullmatch(lines[-1])
-                seq, prev = int(end.group(1)), end.group(2)  # type: ignore[union-attr]
+                end = _LAST_RECORD.fullmatch(lines[-1][:-1].encode())
+                seq, prev = int(end.group(1)), end.group(2).decode()  # type: ignore[union-attr]
             else:
                 seq, prev = _last_record(path)
             if seq > session["start_seq"]:  # decisions were recorded: the session ends here
                 body = (f'{{"seq":{seq + 1},"time":{time_ns() // 1000}e-6,"run":{session["run_json"]},'
                         f'"event":"close","decisions":{seq - session["start_seq"]},'
                         f'"by":"{session["by"]}","govgym":{session["version"]},"prev":"{prev}"')
-                try:
-                    encoded = body.encode()
-                except UnicodeEncodeError:  # a lone surrogate in the run id, as in append
-                    body = _escape_surrogates(body)
-                    encoded = body.encode()
-                digest = sha256(encoded).hexdigest()
+                digest = sha256(body.encode()).hexdigest()
                 lines.append(f'{body},"hash":"{digest}"}}\n')
                 _write(fh, lines)
                 session["closed_at"] = (seq + 1, digest)
@@ -710,9 +721,7 @@ class Recorder:
             every = None
         if every is None or isinstance(flush_every, bool) or every < 1:
             raise ValueError(f"flush_every must be a whole number >= 1, got {flush_every!r}")
-        if run_id is not None and (not isinstance(run_id, str) or not run_id):
-            raise ValueError(f"run_id must be a non-empty string (or None for a random one), "
-                             f"got {run_id!r}")
+        run_id = new_run_id(run_id)
         if not str(path):
             raise ValueError("the audit log's path is empty")
         self.path = Path(path)
@@ -720,7 +729,7 @@ class Recorder:
             raise IsADirectoryError(errno.EISDIR, "a folder, not a file for an audit log",
                                     str(self.path))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.run_id = run_id
         self.flush_every = every
         self._run_json = _encode(self.run_id)
         self._episode: Any = None  # the episode self._head was built for
@@ -745,8 +754,8 @@ class Recorder:
         import govgym  # imported by now: this module is part of it
 
         # what the finalizer needs to write the session's close record, and tells back
-        self._session: dict[str, Any] = {
-            "start_seq": self._seq, "run_json": self._run_json, "by": "exit",
+        self._session: dict[str, Any] = {  # (a lone surrogate in the run id escaped, as in append)
+            "start_seq": self._seq, "run_json": _escape_surrogates(self._run_json), "by": "exit",
             "version": _encode(govgym.__version__), "closed_at": None}
         self._finalizer = weakref.finalize(self, _finalize, self._fh, self._lines, self.path,
                                            self._created, self._session)

@@ -93,6 +93,16 @@ class FieldError(ValueError):
         self.loc: tuple[str | int, ...] = field if isinstance(field, tuple) else (field,)
 
 
+def flat_size(space: Any) -> int | None:
+    """How many values a space's flattened sample has, told by its shape (rules import no
+    Gymnasium): a Box, MultiDiscrete or MultiBinary its shape's product, a Discrete 1;
+    ``None`` for a Dict, Tuple, Text or Graph (read at run time, as given)."""
+    shape = getattr(space, "shape", None)
+    if not isinstance(shape, tuple) or isinstance(getattr(space, "spaces", None), Mapping):
+        return None
+    return int(np.prod(shape, dtype=np.int64))
+
+
 class RuleParams(BaseModel):
     """Base for a rule kind's parameters: unknown fields are errors, not silently ignored."""
 

@@ -32,7 +32,7 @@ it lacks, ``values`` on an action of several values) refuses the policy when it 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -46,6 +46,7 @@ from govgym.rules.base import (
     Rule,
     RuleParams,
     discrete_value,
+    flat_size,
     integral,
     register_rule,
     unique_int_keys,
@@ -148,12 +149,9 @@ class ForbiddenActions(Rule):
         self._ranges = params.ranges
 
     def check_spaces(self, observation_space: Any, action_space: Any) -> None:
-        # by shape, not by class (rules do not import Gymnasium): the action's values
-        shape = getattr(action_space, "shape", None)
-        if not isinstance(shape, tuple) or isinstance(getattr(action_space, "spaces", None),
-                                                      Mapping):
+        size = flat_size(action_space)
+        if size is None:
             return  # a Tuple, Dict, Text action: judged at run time, as given
-        size = int(np.prod(shape, dtype=np.int64))
         for number, r in enumerate(self.params.ranges):
             if not -size <= r.index < size:
                 raise FieldError(("ranges", number, "index"), (

@@ -27,7 +27,15 @@ import numpy as np
 from pydantic import Field, StrictInt, model_validator
 
 from govgym.kernel.types import Outcome, Severity, Violation
-from govgym.rules.base import INDEX_LIMIT, FieldError, Number, Rule, RuleParams, register_rule
+from govgym.rules.base import (
+    INDEX_LIMIT,
+    FieldError,
+    Number,
+    Rule,
+    RuleParams,
+    flat_size,
+    register_rule,
+)
 
 __all__ = ["StateBounds"]
 
@@ -92,8 +100,6 @@ class StateBounds(Rule):
             for b, severity, label in zip(bounds, self._severities, self._labels, strict=True))
 
     def check_spaces(self, observation_space: Any, action_space: Any) -> None:
-        # by shape, not by class: rules do not import Gymnasium (a Box, MultiDiscrete or
-        # MultiBinary has its shape, a Discrete (), a Dict its mapping of spaces)
         for number, bound in enumerate(self.params.bounds):
             space = observation_space
             if bound.key is not None:
@@ -103,10 +109,9 @@ class StateBounds(Rule):
                         f"key {bound.key!r} is not in the observation space {space}"
                         + (f" (its keys: {sorted(parts)})" if isinstance(parts, Mapping) else "")))
                 space = parts[bound.key]
-            shape = getattr(space, "shape", None)
-            if not isinstance(shape, tuple) or isinstance(getattr(space, "spaces", None), Mapping):
+            size = flat_size(space)
+            if size is None:
                 continue  # a Tuple, Text, Graph, Dict: read at run time, as given
-            size = int(np.prod(shape, dtype=np.int64))
             if not -size <= bound.index < size:
                 raise FieldError(("bounds", number, "index"), (
                     f"index {bound.index} is outside the observation"

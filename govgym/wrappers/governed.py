@@ -12,7 +12,7 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
-from govgym.audit.recorder import Recorder, summarize_action, summarize_meaning
+from govgym.audit.recorder import Recorder, new_run_id, summarize_action, summarize_meaning
 from govgym.kernel import (
     Decision,
     Kernel,
@@ -351,14 +351,9 @@ class GovernedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 "(gym.make(id, max_episode_steps=-1)) or use govgym.make", stacklevel=2)
         self.recorder: Recorder | None = None
         if audit_path is not None:
-            import uuid
-
-            if run_id is not None and (not isinstance(run_id, str) or not run_id):
-                raise ValueError(f"run_id must be a non-empty string (or None for a random "
-                                 f"one), got {run_id!r}")
             if not fspath(audit_path):
                 raise ValueError("audit_path is empty: give a file, e.g. 'runs/audit-{run}.jsonl'")
-            run = run_id or uuid.uuid4().hex[:12]
+            run = new_run_id(run_id)
             template = str(fspath(audit_path))
             if "{run}" in template and ("/" in run or "\\" in run or run in (".", "..")):
                 raise ValueError(f"run_id {run!r} would take audit_path {template!r} out of its "
